@@ -1,0 +1,64 @@
+# iotfleet.aws — the two commands of the README (`make demo`, `make test`) bootstrap everything
+# they need on first use: the pinned virtualenv and the collection link Ansible loads us from.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements-installed
+LINK := .collections/ansible_collections/iotfleet/aws
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: bootstrap demo demo-stop test test-lint test-unit test-integration test-molecule test-sanity \
+        sandbox-up sandbox-down sandbox-status sandbox-summary clean
+
+bootstrap: $(STAMP) $(LINK)
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(LINK):
+	@mkdir -p $(dir $@)
+	@ln -sfn ../../.. $@
+
+sandbox-up: bootstrap
+	$(BIN)/python -m sandbox up
+
+sandbox-down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m sandbox down; fi
+
+sandbox-status: bootstrap
+	@$(BIN)/python -m sandbox status
+
+sandbox-summary: bootstrap
+	@$(BIN)/python -m sandbox summary
+
+demo: sandbox-up
+	$(BIN)/ansible-playbook site.yml
+	@$(BIN)/python -m sandbox summary
+
+demo-stop: sandbox-down
+
+test: test-lint test-unit test-integration test-molecule test-sanity
+
+test-lint: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/ansible-lint
+
+test-unit: bootstrap
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: bootstrap
+	$(BIN)/python -m pytest tests/integration
+
+test-molecule: bootstrap
+	tests/molecule/run.sh
+
+test-sanity: bootstrap
+	tests/sanity/run.sh
+
+clean: sandbox-down
+	rm -rf .collections tests/output
