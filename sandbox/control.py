@@ -1,0 +1,194 @@
+"""Start, stop and inspect the sandbox server process."""
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC
+from datetime import datetime
+from pathlib import Path
+
+from sandbox.ca import ensure_ca
+from sandbox.settings import CA_DIR_ENV
+from sandbox.settings import HEALTH_PATH
+from sandbox.settings import ROOT
+from sandbox.settings import Settings
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+LOG_TAIL_LINES = 30
+
+
+def prepare_state_dir(settings: Settings) -> None:
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.state_dir.chmod(0o700)
+
+
+@contextlib.contextmanager
+def locked(settings: Settings):
+    """Serialise up/down on one state dir (e.g. two `make` targets starting the sandbox at once)."""
+    prepare_state_dir(settings)
+    with open(settings.state_dir / "lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def read_pid(settings: Settings) -> int | None:
+    try:
+        return int(settings.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def is_alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child, so it does not linger as a zombie
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        # A zombie still answers kill(0) but is gone for our purposes.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def is_sandbox_process(pid: int, settings: Settings) -> bool:
+    """True if `pid` is our server on this port: a stale pid file may name someone else's process now."""
+    if not is_alive(pid):
+        return False
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (not Linux): trust the pid file
+    return b"sandbox.server" in args and str(settings.port).encode() in args
+
+
+def health(settings: Settings, timeout: float = 1.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(settings.endpoint + HEALTH_PATH, timeout=timeout) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The server's pid if the pid file names a live sandbox server, else None."""
+    pid = read_pid(settings)
+    return pid if pid is not None and is_sandbox_process(pid, settings) else None
+
+
+def is_healthy(settings: Settings, pid: int) -> bool:
+    answer = health(settings)
+    return bool(answer) and answer.get("pid") == pid
+
+
+def log_tail(settings: Settings, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(settings.log_file.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _stop(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    for wait in (STOP_TIMEOUT, 5.0):
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not is_alive(pid):
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    raise RuntimeError(f"process {pid} did not stop")
+
+
+def _start(settings: Settings) -> int:
+    """Start the server detached; return its pid once healthy, or raise RuntimeError saying why."""
+    env = dict(os.environ, **{CA_DIR_ENV: str(settings.ca_dir)})
+    command = [sys.executable, "-m", "sandbox.server", "--host", settings.host, "--port", str(settings.port)]
+    with open(settings.log_file, "ab") as log:
+        log.write(f"--- {datetime.now(UTC).isoformat()} starting on {settings.endpoint}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survive the shell that ran `up`, and its Ctrl-C
+        )
+    settings.pid_file.write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            settings.pid_file.unlink(missing_ok=True)
+            raise RuntimeError(f"the server exited with code {process.returncode}")
+        if is_healthy(settings, process.pid):
+            return process.pid
+        time.sleep(0.2)
+    _stop(process.pid)
+    settings.pid_file.unlink(missing_ok=True)
+    raise RuntimeError(f"the server did not answer on {settings.endpoint} within {START_TIMEOUT:.0f} s")
+
+
+def up(settings: Settings) -> int:
+    with locked(settings):
+        ensure_ca(settings.ca_dir)
+        pid = running_pid(settings)
+        if pid is not None and is_healthy(settings, pid):
+            print(f"sandbox already running (pid {pid}) at {settings.endpoint}")
+            return 0
+        if pid is not None:
+            print(f"sandbox process {pid} does not answer; restarting it (its AWS state is lost)")
+            _stop(pid)
+        settings.pid_file.unlink(missing_ok=True)
+        try:
+            pid = _start(settings)
+        except RuntimeError as exc:
+            print(
+                f"sandbox failed to start: {exc}\n--- last lines of {settings.log_file}:\n{log_tail(settings)}",
+                file=sys.stderr,
+            )
+            return 1
+    print(f"sandbox started (pid {pid}) at {settings.endpoint}")
+    return 0
+
+
+def down(settings: Settings) -> int:
+    with locked(settings):
+        pid = read_pid(settings)
+        if pid is None:
+            print("sandbox not running")
+            return 0
+        if not is_sandbox_process(pid, settings):
+            settings.pid_file.unlink(missing_ok=True)
+            print(f"sandbox not running (removed stale pid file naming {pid})")
+            return 0
+        _stop(pid)
+        settings.pid_file.unlink(missing_ok=True)
+    print(f"sandbox stopped (pid {pid})")
+    return 0
+
+
+def status(settings: Settings) -> int:
+    pid = running_pid(settings)
+    if pid is None:
+        print("sandbox not running")
+        code = 3
+    elif is_healthy(settings, pid):
+        print(f"sandbox running (pid {pid}, state dir {settings.state_dir})")
+        code = 0
+    else:
+        print(f"sandbox process {pid} is alive but does not answer; see {settings.log_file}")
+        code = 3
+    print(settings.endpoint)
+    return code

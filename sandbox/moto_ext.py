@@ -1,0 +1,150 @@
+"""Patches that close the gaps of moto 5.2.5 this collection runs into (README.md lists them).
+
+Each patch replaces one method on a moto class and keeps moto's own models and state, so every
+other operation (describe, list, attach, delete) sees the result. `apply()` installs them before
+the server starts; tests call `revert()` so other tests in the same process get stock moto.
+"""
+
+import uuid
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from moto.core.responses import ActionResult
+from moto.dynamodb.models.table import Table
+from moto.iot.exceptions import CertificateStateException
+from moto.iot.exceptions import InvalidRequestException
+from moto.iot.exceptions import IoTClientError
+from moto.iot.exceptions import ResourceNotFoundException
+from moto.iot.models import FakeCertificate
+from moto.iot.models import FakeRule
+from moto.iot.models import IoTBackend
+from moto.iot.responses import IoTResponse
+from moto.settings import iot_use_valid_cert
+
+from sandbox.ca import CA
+from sandbox.ca import ensure_ca
+from sandbox.ca import issue_certificate
+from sandbox.ca import load_csr
+
+MOTO_VERSION = "5.2.5"
+
+_originals: list[tuple[type, str, object]] = []
+_ca: CA | None = None
+
+
+class CertificateValidationException(IoTClientError):
+    """What AWS answers when a certificate to register is not a certificate."""
+
+    def __init__(self, msg: str):
+        super().__init__("CertificateValidationException", msg)
+
+
+def _patch(owner: type, name: str, replacement) -> None:
+    _originals.append((owner, name, getattr(owner, name)))
+    setattr(owner, name, replacement)
+
+
+def _original(owner: type, name: str):
+    return next(func for cls, attr, func in _originals if cls is owner and attr == name)
+
+
+# IoT CreateCertificateFromCsr: moto signs a fresh RSA key of its own and drops the CSR's key.
+def create_certificate_from_csr(self: IoTBackend, csr: str, set_as_active: bool) -> FakeCertificate:
+    try:
+        request = load_csr(csr or "")
+    except ValueError as exc:
+        raise InvalidRequestException(str(exc)) from None
+    pem = issue_certificate(request, _ca).public_bytes(serialization.Encoding.PEM).decode()
+    return self.register_certificate(pem, ca_certificate_pem=None, set_as_active=set_as_active, status="INACTIVE")
+
+
+# moto reads setAsActive as a raw string, so "false" counted as true.
+def create_certificate_from_csr_response(self: IoTResponse) -> ActionResult:
+    cert = self.iot_backend.create_certificate_from_csr(
+        self._get_param("certificateSigningRequest"), set_as_active=self._get_bool_param("setAsActive", False)
+    )
+    return ActionResult(
+        {"certificateId": cert.certificate_id, "certificateArn": cert.arn, "certificatePem": cert.certificate_pem}
+    )
+
+
+# FakeCertificate: validity was "now ± 1 day" whatever the PEM said, a certificate registered without
+# a status had none, and with ids computed from the DER (as AWS does) a non-certificate was a 500.
+def certificate_init(self: FakeCertificate, certificate_pem, status, account_id, region_name, ca_certificate_id=None):
+    try:
+        parsed = x509.load_pem_x509_certificate(certificate_pem.encode())
+    except (ValueError, TypeError, AttributeError):
+        if iot_use_valid_cert():
+            raise CertificateValidationException("The certificate is not a valid PEM X.509 certificate") from None
+        parsed = None
+    status = status or "INACTIVE"
+    _original(FakeCertificate, "__init__")(self, certificate_pem, status, account_id, region_name, ca_certificate_id)
+    if parsed is not None:
+        self.validity_not_before = parsed.not_valid_before_utc.replace(tzinfo=None)
+        self.validity_not_after = parsed.not_valid_after_utc.replace(tzinfo=None)
+
+
+# AWS: once a certificate is REVOKED its status can't be changed (moto allowed REVOKED -> ACTIVE).
+def update_certificate(self: IoTBackend, certificate_id: str, new_status: str) -> None:
+    cert = self.describe_certificate(certificate_id)
+    if cert.status == "REVOKED" and new_status != "REVOKED":
+        raise CertificateStateException("A revoked certificate's status cannot be changed.", certificate_id)
+    _original(IoTBackend, "update_certificate")(self, certificate_id, new_status)
+
+
+# moto accepted an unknown version id and left the policy with no default version at all.
+def set_default_policy_version(self: IoTBackend, policy_name: str, version_id: str) -> None:
+    policy = self.get_policy(policy_name)
+    if not any(version.version_id == str(version_id) for version in policy.versions):
+        raise ResourceNotFoundException(f"Policy version {version_id} of policy {policy_name} does not exist")
+    _original(IoTBackend, "set_default_policy_version")(self, policy_name, str(version_id))
+
+
+# GetTopicRule returned "errorAction": {} for a rule without one; AWS leaves the key out.
+def topic_rule_get_dict(self: FakeRule) -> dict:
+    result = _original(FakeRule, "to_get_dict")(self)
+    if not result["rule"]["errorAction"]:
+        del result["rule"]["errorAction"]
+    return result
+
+
+# DescribeEndpoint made up a new random host on every call; AWS keeps one per account and region.
+def describe_endpoint(self: IoTBackend, endpoint_type: str):
+    endpoints = self.__dict__.setdefault("_sandbox_endpoints", {})
+    if endpoint_type not in endpoints:
+        endpoints[endpoint_type] = _original(IoTBackend, "describe_endpoint")(self, endpoint_type)
+    return endpoints[endpoint_type]
+
+
+# DynamoDB: no TableId in table descriptions; community.aws.dynamodb_table reads it unconditionally.
+def table_describe(self: Table, base_key: str = "TableDescription") -> dict:
+    result = _original(Table, "describe")(self, base_key=base_key)
+    result[base_key]["TableId"] = self.__dict__.setdefault("_sandbox_table_id", str(uuid.uuid4()))
+    return result
+
+
+def apply(ca_dir: Path) -> CA:
+    """Install the patches (idempotent); certificates from CSRs are signed by the CA in `ca_dir`."""
+    global _ca
+    _ca = ensure_ca(Path(ca_dir))
+    if _originals:
+        return _ca
+    _patch(IoTBackend, "create_certificate_from_csr", create_certificate_from_csr)
+    _patch(IoTResponse, "create_certificate_from_csr", create_certificate_from_csr_response)
+    _patch(FakeCertificate, "__init__", certificate_init)
+    _patch(IoTBackend, "update_certificate", update_certificate)
+    _patch(IoTBackend, "set_default_policy_version", set_default_policy_version)
+    _patch(FakeRule, "to_get_dict", topic_rule_get_dict)
+    _patch(IoTBackend, "describe_endpoint", describe_endpoint)
+    _patch(Table, "describe", table_describe)
+    return _ca
+
+
+def revert() -> None:
+    """Put moto's own methods back."""
+    global _ca
+    while _originals:
+        owner, name, func = _originals.pop()
+        setattr(owner, name, func)
+    _ca = None

@@ -1,0 +1,63 @@
+"""Where the sandbox lives: port, region and state dir, each read from one place."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# The inventory is the one place that names the port and region; the playbooks read it too.
+VARS_FILE = ROOT / "inventories" / "local" / "group_vars" / "all" / "sandbox.yml"
+DEFAULT_PORT = 4599
+DEFAULT_REGION = "eu-north-1"
+HOST = "127.0.0.1"
+PORT_ENV = "IOTFLEET_SANDBOX_PORT"
+STATE_DIR_ENV = "IOTFLEET_SANDBOX_STATE_DIR"
+# Passed to the server process: where the CA that signs CreateCertificateFromCsr lives.
+CA_DIR_ENV = "IOTFLEET_SANDBOX_CA_DIR"
+# Answered by our server only, so a health check also proves the extension is loaded.
+HEALTH_PATH = "/iotfleet-sandbox/health"
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    port: int
+    region: str
+    host: str = HOST
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "moto.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "moto.log"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.state_dir / "ca"
+
+
+def _read_vars(vars_file: Path) -> dict:
+    if not vars_file.is_file():
+        return {}
+    return yaml.safe_load(vars_file.read_text()) or {}
+
+
+def load_settings(state_dir=None, port=None, vars_file: Path = VARS_FILE) -> Settings:
+    """Command-line option, then environment, then the inventory file, then the defaults."""
+    inventory = _read_vars(vars_file)
+    port = port or os.environ.get(PORT_ENV) or inventory.get("iotfleet_sandbox_port") or DEFAULT_PORT
+    state_dir = state_dir or os.environ.get(STATE_DIR_ENV) or ROOT / ".sandbox"
+    region = inventory.get("iotfleet_aws_region") or DEFAULT_REGION
+    try:
+        port = int(port)
+    except ValueError:
+        raise SystemExit(f"sandbox port must be a number, got {port!r}") from None
+    return Settings(state_dir=Path(state_dir).resolve(), port=port, region=str(region))
