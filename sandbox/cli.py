@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     )
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__, parents=[options])
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, (_, text) in COMMANDS.items():
+    for name, (_handler, text) in COMMANDS.items():
         commands.add_parser(name, help=text, description=text, parents=[options])
     args = parser.parse_args(argv)
     settings = load_settings(state_dir=getattr(args, "state_dir", None), port=getattr(args, "port", None))

@@ -48,7 +48,7 @@ class Instance:
         env = {k: v for k, v in os.environ.items() if k not in (PORT_ENV, STATE_DIR_ENV)}
         argv = [sys.executable, "-m", "sandbox", "--state-dir", str(self.settings.state_dir)]
         argv += ["--port", str(self.settings.port), *command]
-        result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+        result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False)
         with contextlib.suppress(FileNotFoundError, ValueError):
             self.pids.add(int(self.settings.pid_file.read_text()))
         return result

@@ -19,7 +19,7 @@ def make_csr(key=None, common_name: str = THING) -> tuple[object, str]:
 
 def tampered_csr() -> str:
     """A well-formed CSR whose signature does not verify (its subject changed after signing)."""
-    _, pem = make_csr(common_name="AAAAAAAAAAAA")
+    _key, pem = make_csr(common_name="AAAAAAAAAAAA")
     der = x509.load_pem_x509_csr(pem.encode()).public_bytes(serialization.Encoding.DER)
     der = der.replace(b"AAAAAAAAAAAA", b"BBBBBBBBBBBB")
     return x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM).decode()

@@ -66,7 +66,7 @@ def test_set_as_active_is_honoured(iot, kwargs, status):
 
 
 def test_the_same_csr_twice_gives_two_certificates(iot):
-    _, csr = make_csr()
+    _key, csr = make_csr()
     first = iot.create_certificate_from_csr(certificateSigningRequest=csr)["certificateId"]
     second = iot.create_certificate_from_csr(certificateSigningRequest=csr)["certificateId"]
     assert first != second
@@ -179,7 +179,7 @@ def test_topic_rule_error_action_only_when_set(iot):
 
 
 def test_data_ats_endpoint_is_stable_and_aws_shaped(iot):
-    addresses = {iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"] for _ in range(3)}
+    addresses = {iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"] for _attempt in range(3)}
     assert len(addresses) == 1
     assert re.fullmatch(r"[a-z0-9]{14}-ats\.iot\.eu-north-1\.amazonaws\.com", addresses.pop())
 
@@ -224,7 +224,7 @@ def test_revert_restores_moto(ext):
 def test_iot_behaviour_stock_moto_already_gets_right(iot):
     """What the README lists as working unchanged, so a moto upgrade that breaks it shows up here."""
     iot.create_policy(policyName="device", policyDocument=policy_document())
-    for _ in range(4):
+    for _attempt in range(4):
         iot.create_policy_version(policyName="device", policyDocument=policy_document())
     with pytest.raises(ClientError) as excinfo:
         iot.create_policy_version(policyName="device", policyDocument=policy_document())
