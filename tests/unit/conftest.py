@@ -57,14 +57,16 @@ def run_module(monkeypatch):
     """run_module(module, args, check_mode=False, diff=False) -> result dict.
 
     Raises AssertionError if the module fails and `expect_failure` is not set; returns the result
-    of exit_json or fail_json.
+    of exit_json or fail_json. AWS modules get the test region unless `region=None` (modules that
+    do not talk to AWS refuse the option).
     """
     monkeypatch.setattr(basic.AnsibleModule, "exit_json", _exit_json)
     monkeypatch.setattr(basic.AnsibleModule, "fail_json", _fail_json)
 
-    def run(module, args, check_mode=False, diff=False, expect_failure=False):
+    def run(module, args, check_mode=False, diff=False, expect_failure=False, region=REGION):
         module_args = dict(args)
-        module_args.setdefault("region", REGION)
+        if region:
+            module_args.setdefault("region", region)
         if check_mode:
             module_args["_ansible_check_mode"] = True
         if diff:
