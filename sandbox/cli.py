@@ -1,6 +1,7 @@
 """`python -m sandbox up|down|status|summary|env` (run from the repository root)."""
 
 import argparse
+import os
 
 from sandbox import control
 from sandbox.settings import DEFAULT_PORT
@@ -8,6 +9,7 @@ from sandbox.settings import PORT_ENV
 from sandbox.settings import STATE_DIR_ENV
 from sandbox.settings import Settings
 from sandbox.settings import load_settings
+from sandbox.throttle import THROTTLE_ENV
 
 
 def env(settings: Settings) -> int:
@@ -52,7 +54,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__, parents=[options])
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (_handler, text) in COMMANDS.items():
-        commands.add_parser(name, help=text, description=text, parents=[options])
+        command = commands.add_parser(name, help=text, description=text, parents=[options])
+        if name == "up":
+            command.add_argument(
+                "--throttle",
+                action="store_true",
+                help=f"answer ThrottlingException above AWS IoT's default API rates (env {THROTTLE_ENV}=aws)",
+            )
     args = parser.parse_args(argv)
+    if getattr(args, "throttle", False):
+        os.environ[THROTTLE_ENV] = "aws"  # the server process inherits the environment
     settings = load_settings(state_dir=getattr(args, "state_dir", None), port=getattr(args, "port", None))
-    return COMMANDS[args.command][0](settings)
+    status = COMMANDS[args.command][0](settings)
+    if status == 0 and getattr(args, "throttle", False) and (control.health(settings) or {}).get("throttle") != "aws":
+        print("the sandbox that runs there does not throttle; `down` it and run `up --throttle` again")
+        return 1
+    return status

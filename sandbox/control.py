@@ -13,6 +13,8 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from sandbox import esp32_boards
+from sandbox import simulator
 from sandbox.ca import ensure_ca
 from sandbox.settings import CA_DIR_ENV
 from sandbox.settings import HEALTH_PATH
@@ -114,6 +116,7 @@ def _start(settings: Settings) -> int:
     """Start the server detached; return its pid once healthy, or raise RuntimeError saying why."""
     env = dict(os.environ, **{CA_DIR_ENV: str(settings.ca_dir)})
     command = [sys.executable, "-m", "sandbox.server", "--host", settings.host, "--port", str(settings.port)]
+    command += ["--appsync-port", str(settings.appsync_port)]
     with open(settings.log_file, "ab") as log:
         log.write(f"--- {datetime.now(UTC).isoformat()} starting on {settings.endpoint}\n".encode())
         log.flush()
@@ -146,7 +149,7 @@ def up(settings: Settings) -> int:
         pid = running_pid(settings)
         if pid is not None and is_healthy(settings, pid):
             print(f"sandbox already running (pid {pid}) at {settings.endpoint}")
-            return 0
+            return max(simulator.up(settings), esp32_boards.up(settings))
         if pid is not None:
             print(f"sandbox process {pid} does not answer; restarting it (its AWS state is lost)")
             _stop(pid)
@@ -159,12 +162,14 @@ def up(settings: Settings) -> int:
                 file=sys.stderr,
             )
             return 1
-    print(f"sandbox started (pid {pid}) at {settings.endpoint}")
-    return 0
+        print(f"sandbox started (pid {pid}) at {settings.endpoint}")
+        return max(simulator.up(settings), esp32_boards.up(settings))  # the GraphQL endpoint, once moto answers
 
 
 def down(settings: Settings) -> int:
     with locked(settings):
+        simulator.down(settings)
+        esp32_boards.down(settings)
         pid = read_pid(settings)
         if pid is None:
             print("sandbox not running")
@@ -190,5 +195,10 @@ def status(settings: Settings) -> int:
     else:
         print(f"sandbox process {pid} is alive but does not answer; see {settings.log_file}")
         code = 3
+    print(simulator.status_line(settings))
+    board_lines, board_code = esp32_boards.status_lines(settings)
+    for line in board_lines:
+        print(line)
+    code = max(code, board_code)
     print(settings.endpoint)
     return code

@@ -3,8 +3,14 @@
 Each patch replaces one method on a moto class and keeps moto's own models and state, so every
 other operation (describe, list, attach, delete) sees the result. `apply()` installs them before
 the server starts; tests call `revert()` so other tests in the same process get stock moto.
+
+The IoT and DynamoDB patches are here; Lambda invoke, AppSync and Amplify have a module each
+(ext_lambda, ext_appsync, ext_amplify), installed by `apply()` too. `routes()` wraps moto's WSGI
+app with the sandbox's own endpoints under /iotfleet-sandbox/ (the AppSync simulator's config,
+Amplify's zip upload).
 """
 
+import json
 import uuid
 from pathlib import Path
 
@@ -22,14 +28,22 @@ from moto.iot.models import IoTBackend
 from moto.iot.responses import IoTResponse
 from moto.settings import iot_use_valid_cert
 
+from sandbox import ext_amplify
+from sandbox import ext_appsync
+from sandbox import ext_lambda
 from sandbox.ca import CA
 from sandbox.ca import ensure_ca
 from sandbox.ca import issue_certificate
 from sandbox.ca import load_csr
 
 MOTO_VERSION = "5.2.5"
+# The sandbox's own endpoints (see routes()).
+APPSYNC_PATH = "/iotfleet-sandbox/appsync/"
 
-_originals: list[tuple[type, str, object]] = []
+_MISSING = object()
+# (class, attribute, the attribute as the class resolved it before, the class's own value or _MISSING)
+_originals: list[tuple[type, str, object, object]] = []
+_undo: list = []
 _ca: CA | None = None
 
 
@@ -40,13 +54,16 @@ class CertificateValidationException(IoTClientError):
         super().__init__("CertificateValidationException", msg)
 
 
-def _patch(owner: type, name: str, replacement) -> None:
-    _originals.append((owner, name, getattr(owner, name)))
+def _patch(owner: type, name: str, replacement):
+    """Set `owner.name` (which may be new, or inherited) to `replacement`; return what it was."""
+    original = getattr(owner, name, None)
+    _originals.append((owner, name, original, owner.__dict__.get(name, _MISSING)))
     setattr(owner, name, replacement)
+    return original
 
 
 def _original(owner: type, name: str):
-    return next(func for cls, attr, func in _originals if cls is owner and attr == name)
+    return next(func for cls, attr, func, _own in _originals if cls is owner and attr == name)
 
 
 # IoT CreateCertificateFromCsr: moto signs a fresh RSA key of its own and drops the CSR's key.
@@ -124,10 +141,21 @@ def table_describe(self: Table, base_key: str = "TableDescription") -> dict:
     return result
 
 
-def apply(ca_dir: Path) -> CA:
-    """Install the patches (idempotent); certificates from CSRs are signed by the CA in `ca_dir`."""
+def apply(
+    ca_dir: Path, state_dir: Path | None = None, endpoint: str | None = None, appsync_url: str | None = None
+) -> CA:
+    """Install the patches (idempotent); certificates from CSRs are signed by the CA in `ca_dir`.
+
+    `state_dir` (default: the CA dir's parent) holds unpacked Lambda code and Amplify sites;
+    `endpoint` is the sandbox's own URL (for Lambda handlers and Amplify upload URLs);
+    `appsync_url` is the simulator's GraphQL URL, returned as the APIs' uris.
+    """
     global _ca
     _ca = ensure_ca(Path(ca_dir))
+    state_dir = Path(state_dir) if state_dir else Path(ca_dir).parent
+    ext_lambda.configure(state_dir, endpoint)
+    ext_amplify.configure(state_dir, endpoint)
+    ext_appsync.configure(appsync_url)
     if _originals:
         return _ca
     _patch(IoTBackend, "create_certificate_from_csr", create_certificate_from_csr)
@@ -138,6 +166,9 @@ def apply(ca_dir: Path) -> CA:
     _patch(FakeRule, "to_get_dict", topic_rule_get_dict)
     _patch(IoTBackend, "describe_endpoint", describe_endpoint)
     _patch(Table, "describe", table_describe)
+    ext_lambda.install(_patch)
+    ext_appsync.install(_patch, _undo.append)
+    ext_amplify.install(_patch, _undo.append)
     return _ca
 
 
@@ -145,6 +176,59 @@ def revert() -> None:
     """Put moto's own methods back."""
     global _ca
     while _originals:
-        owner, name, func = _originals.pop()
-        setattr(owner, name, func)
+        owner, name, _func, own = _originals.pop()
+        if own is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, own)
+    while _undo:
+        _undo.pop()()
     _ca = None
+
+
+def _json(start_response, status: int, body, headers=()) -> list[bytes]:
+    data = json.dumps(body, default=str).encode()
+    reason = {200: "OK", 304: "Not Modified", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}
+    start_response(
+        f"{status} {reason.get(status, 'Error')}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers],
+    )
+    return [data]
+
+
+def _appsync_route(environ, start_response) -> list[bytes]:
+    """GET .../appsync/apis: every API and the one the simulator serves; GET .../appsync/<apiId>/config: that API."""
+    rest = environ.get("PATH_INFO", "")[len(APPSYNC_PATH) :]
+    if environ.get("REQUEST_METHOD") != "GET":
+        return _json(start_response, 405, {"message": "GET only"})
+    if rest == "apis":
+        return _json(start_response, 200, ext_appsync.apis())
+    api_id, _slash, leaf = rest.partition("/")
+    config = ext_appsync.find_config(api_id) if leaf == "config" else None
+    if config is None:
+        return _json(start_response, 404, {"message": f"No GraphQL API {api_id}"})
+    etag = f'"{config["etag"]}"'
+    if environ.get("HTTP_IF_NONE_MATCH") == etag:
+        start_response("304 Not Modified", [("ETag", etag)])
+        return [b""]
+    return _json(start_response, 200, config, [("ETag", etag)])
+
+
+def routes(app):
+    """moto's WSGI app with the sandbox's endpoints in front (server mode only; see the module docstring)."""
+
+    def wsgi(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(APPSYNC_PATH):
+            return _appsync_route(environ, start_response)
+        if path.startswith(ext_amplify.UPLOAD_PATH):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if length:
+                body = environ["wsgi.input"].read(length)
+            else:  # chunked: werkzeug marks the stream as ending where the body does
+                body = environ["wsgi.input"].read() if environ.get("wsgi.input_terminated") else b""
+            status, answer = ext_amplify.handle_upload(environ.get("REQUEST_METHOD", ""), path, body)
+            return _json(start_response, status, answer)
+        return app(environ, start_response)
+
+    return wsgi

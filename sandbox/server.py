@@ -33,6 +33,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox.server")
     parser.add_argument("--host", default=HOST)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--appsync-port", type=int, help="the AppSync simulator's port (default: port + 1)")
     args = parser.parse_args(argv)
     ca_dir = os.environ.get(CA_DIR_ENV)
     if not ca_dir:
@@ -48,17 +49,26 @@ def main(argv=None) -> None:
     from werkzeug.serving import run_simple
 
     from sandbox import moto_ext
+    from sandbox import throttle
 
     if moto.__version__ != moto_ext.MOTO_VERSION:
         raise SystemExit(f"the sandbox extension is written for moto {moto_ext.MOTO_VERSION}, found {moto.__version__}")
-    moto_ext.apply(Path(ca_dir))
+    endpoint = f"http://{args.host}:{args.port}"
+    appsync_url = f"http://{args.host}:{args.appsync_port or args.port + 1}/graphql"
+    moto_ext.apply(Path(ca_dir), endpoint=endpoint, appsync_url=appsync_url)
     # Certificate ids as AWS computes them: SHA-256 of the DER certificate, not of the PEM text.
     default_user_config["iot"]["use_valid_cert"] = True
     # SIGTERM from `down` ends serve_forever cleanly.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
-    app = DomainDispatcherApplication(create_backend_app)
+    # The sandbox's own endpoints (AppSync simulator config, Amplify zip upload) in front of moto.
+    app = moto_ext.routes(DomainDispatcherApplication(create_backend_app))
+    # Opt-in: ThrottlingException above AWS IoT's default API rates (sandbox/throttle.py).
+    throttling = throttle.from_env()
+    if throttling is not None:
+        app = throttling.wrap(app)
     info = {"status": "ok", "pid": os.getpid(), "moto": moto.__version__, "ca": str(Path(ca_dir) / "ca.pem")}
+    info["throttle"] = throttling.mode if throttling is not None else None
     run_simple(args.host, args.port, with_health(app, info), threaded=True, request_handler=MotoRequestHandler)
 
 

@@ -18,6 +18,8 @@ STATE_DIR_ENV = "IOTFLEET_SANDBOX_STATE_DIR"
 CA_DIR_ENV = "IOTFLEET_SANDBOX_CA_DIR"
 # Answered by our server only, so a health check also proves the extension is loaded.
 HEALTH_PATH = "/iotfleet-sandbox/health"
+# The AppSync simulator (GraphQL endpoint): its port, by default the sandbox's port + 1.
+APPSYNC_PORT_ENV = "IOTFLEET_SANDBOX_APPSYNC_PORT"
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Settings:
     port: int
     region: str
     host: str = HOST
+    appsync_port: int = 0  # 0: the sandbox's port + 1
 
     @property
     def endpoint(self) -> str:
@@ -43,6 +46,11 @@ class Settings:
     def ca_dir(self) -> Path:
         return self.state_dir / "ca"
 
+    @property
+    def appsync_endpoint(self) -> str:
+        """The AppSync simulator's base URL; GraphQL at /graphql, subscriptions at /graphql/realtime."""
+        return f"http://{self.host}:{self.appsync_port or self.port + 1}"
+
 
 def _read_vars(vars_file: Path) -> dict:
     if not vars_file.is_file():
@@ -56,8 +64,10 @@ def load_settings(state_dir=None, port=None, vars_file: Path = VARS_FILE) -> Set
     port = port or os.environ.get(PORT_ENV) or inventory.get("iotfleet_sandbox_port") or DEFAULT_PORT
     state_dir = state_dir or os.environ.get(STATE_DIR_ENV) or ROOT / ".sandbox"
     region = inventory.get("iotfleet_aws_region") or DEFAULT_REGION
+    appsync_port = os.environ.get(APPSYNC_PORT_ENV) or inventory.get("iotfleet_sandbox_appsync_port") or 0
     try:
         port = int(port)
+        appsync_port = int(appsync_port) or port + 1
     except ValueError:
-        raise SystemExit(f"sandbox port must be a number, got {port!r}") from None
-    return Settings(state_dir=Path(state_dir).resolve(), port=port, region=str(region))
+        raise SystemExit(f"sandbox ports must be numbers, got {port!r} and {appsync_port!r}") from None
+    return Settings(state_dir=Path(state_dir).resolve(), port=port, region=str(region), appsync_port=appsync_port)

@@ -377,3 +377,69 @@ def validate_attributes(module, option, attributes):
             )
         result[key] = value
     return result
+
+
+# Fleet-wide listings and batch calls (iot_fleet_registration).
+
+# The largest page the IoT list APIs accept: one call per this many items.
+LIST_PAGE_SIZE = 250
+# AWSRetry's own list does not include "ThrottlingException", which is the code AWS IoT throttles with.
+IOT_THROTTLING_CODES = ["ThrottlingException"]
+
+
+def iot_retry_decorator():
+    """Jittered backoff that also retries IoT's ThrottlingException (AWSRetry's default list misses it)."""
+    return AWSRetry.jittered_backoff(retries=10, delay=1, max_delay=30, catch_extra_error_codes=IOT_THROTTLING_CODES)
+
+
+def _all_pages(client, operation, result_key, **params):
+    paginator = client.get_paginator(operation)
+    pages = paginator.paginate(PaginationConfig=dict(PageSize=LIST_PAGE_SIZE), **params)
+    return pages.build_full_result().get(result_key, [])
+
+
+@IoTErrorHandler.common_error_handler("list the things")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=IOT_THROTTLING_CODES)
+def list_things_with_attributes(client):
+    """Every thing of the account and region: thingName, thingArn, attributes, version (ListThings)."""
+    return _all_pages(client, "list_things", "things")
+
+
+@IoTErrorHandler.list_error_handler("list the things in the thing group")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=IOT_THROTTLING_CODES)
+def list_thing_group_member_names(client, group):
+    """Names of the things directly in the group, or None when the group does not exist."""
+    return _all_pages(client, "list_things_in_thing_group", "things", thingGroupName=group, recursive=False)
+
+
+@IoTErrorHandler.common_error_handler("list the certificates")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=IOT_THROTTLING_CODES)
+def list_certificate_summaries(client):
+    """Every certificate: certificateId, certificateArn, status, creationDate (ListCertificates)."""
+    return _all_pages(client, "list_certificates", "certificates")
+
+
+@IoTErrorHandler.list_error_handler("list the targets of the IoT policy")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=IOT_THROTTLING_CODES)
+def list_policy_target_arns(client, name):
+    """ARNs of the principals the policy is attached to, or None when the policy does not exist."""
+    return _all_pages(client, "list_targets_for_policy", "targets", policyName=name)
+
+
+@IoTErrorHandler.common_error_handler("add the thing to the thing group")
+def add_thing_to_thing_group(client, group, thing):
+    client.add_thing_to_thing_group(thingGroupName=group, thingName=thing, aws_retry=True)
+
+
+# The MQTT data plane (iot-data) and revocation (iot_device_revocation).
+
+
+@IoTErrorHandler.deletion_error_handler("drop the MQTT connection")
+def delete_connection(data_client, client_id):
+    """Disconnect the client and discard its persistent session; False when it has no connection.
+
+    cleanSession drops its subscriptions and queued messages; preventWillMessage keeps the last
+    will, which the device wrote, from being published on its behalf.
+    """
+    data_client.delete_connection(clientId=client_id, cleanSession=True, preventWillMessage=True, aws_retry=True)
+    return True

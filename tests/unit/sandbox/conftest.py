@@ -1,6 +1,7 @@
 """Fixtures for the sandbox: the extension in process, and private server instances."""
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from sandbox import moto_ext
+from sandbox import simulator
+from sandbox.settings import APPSYNC_PORT_ENV
 from sandbox.settings import PORT_ENV
 from sandbox.settings import ROOT
 from sandbox.settings import STATE_DIR_ENV
@@ -41,16 +44,20 @@ class Instance:
     """A private sandbox on a free port and its own state dir, driven through the CLI."""
 
     def __init__(self, state_dir: Path):
-        self.settings: Settings = load_settings(state_dir=state_dir, port=free_port())
+        settings = load_settings(state_dir=state_dir, port=free_port())
+        # The AppSync simulator on a free port too (not port + 1, which may be taken).
+        self.settings: Settings = dataclasses.replace(settings, appsync_port=free_port())
         self.pids: set[int] = set()
 
     def run(self, *command: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if k not in (PORT_ENV, STATE_DIR_ENV)}
+        env[APPSYNC_PORT_ENV] = str(self.settings.appsync_port)
         argv = [sys.executable, "-m", "sandbox", "--state-dir", str(self.settings.state_dir)]
         argv += ["--port", str(self.settings.port), *command]
         result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False)
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            self.pids.add(int(self.settings.pid_file.read_text()))
+        for pid_file in (self.settings.pid_file, simulator.pid_file(self.settings)):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                self.pids.add(int(pid_file.read_text()))
         return result
 
     def cleanup(self) -> None:
@@ -59,7 +66,8 @@ class Instance:
             self.run("down")
         for pid in self.pids:
             with contextlib.suppress(OSError):
-                if b"sandbox.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"sandbox.server" in cmdline or str(simulator.SERVER_JS).encode() in cmdline:
                     os.kill(pid, signal.SIGKILL)
 
 

@@ -1,0 +1,678 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright: iotfleet developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: iot_device_revocation
+version_added: 0.1.0
+short_description: Revoke AWS IoT devices so that they can no longer connect, idempotently
+description:
+  - For every thing in O(things), in one call, takes the device's trust away - in this order
+  - 1. every certificate attached to the thing is set to O(certificate_status) (C(REVOKED) by default).
+    A C(REVOKED) certificate stays C(REVOKED); no certificate is ever made C(ACTIVE) again.
+  - 2. with O(devices_table), the device's row in the devices table gets C(status=revoked) (before its
+    session is dropped, so that the disconnection it causes is not reported as an ordinary one).
+  - 3. with O(drop_sessions), the device's live MQTT session (client id = thing name) is closed and
+    its persistent session discarded (iot-data C(DeleteConnection)). No live session is fine.
+  - 4. every IoT policy is detached from those certificates, then the thing is detached from them,
+    and the module waits until AWS has finished detaching (it detaches asynchronously).
+  - 5. the thing is added to O(quarantine_group) and removed from its other static thing groups, and
+    its attribute C(revoked_at) records when it was revoked (ISO 8601, UTC, for example
+    C(2025-01-31T12:00:00Z)). C(revoked_at) is written once per revocation, not on every run.
+  - With O(delete=true), step 5 is replaced by deleting the certificates, then the thing.
+  - A re-run changes nothing once a device is revoked. A device counts as newly revoked (RV(devices[].newly_revoked))
+    when it had an C(ACTIVE) certificate or no C(revoked_at) attribute before the run; then, and only then,
+    C(revoked_at) is (re)written.
+  - Certificates are found through the thing. Once a run has detached them, later runs no longer see
+    them, so a certificate left C(INACTIVE) by O(certificate_status=INACTIVE) is revoked for good with
+    M(iotfleet.aws.iot_certificate) (its id is in RV(devices[].certificates)). Principals other than
+    certificates are left alone.
+  - Every thing is looked up before anything is written; an unknown thing fails the module, naming it,
+    with nothing changed (unless O(missing=ignore)). Devices are then revoked in a thread pool of
+    O(max_workers), every AWS API paced by its own client-side token bucket at O(rate_limits). A
+    device that fails does not stop the others; the module then fails naming each failed device, and a
+    re-run completes what is left.
+options:
+  things:
+    description:
+      - Names of the things to revoke (in the fleet, the board's base MAC address as 12 upper-case hex
+        digits, for example C(4827E2E59190)). Duplicates are revoked once.
+    type: list
+    elements: str
+    required: true
+  certificate_status:
+    description:
+      - The status the things' certificates are set to.
+      - C(REVOKED) is final. C(INACTIVE) can be undone by an administrator with
+        M(iotfleet.aws.iot_certificate); a C(REVOKED) certificate is never changed to C(INACTIVE).
+    type: str
+    default: REVOKED
+    choices: [REVOKED, INACTIVE]
+  quarantine_group:
+    description:
+      - The static thing group the revoked things are moved to (by the iotfleet roles,
+        C(<prefix>_quarantine)). It must exist. Not used with O(delete=true).
+    type: str
+    required: true
+  missing:
+    description:
+      - What to do with a name in O(things) for which no thing exists.
+      - With V(fail), the module fails naming every such thing, before anything is written.
+      - With V(ignore), such things are reported (RV(devices[].missing=true)) and the others are revoked.
+      - A thing deleted by an earlier run with O(delete=true) is missing too; re-run those with V(ignore).
+    type: str
+    default: fail
+    choices: [fail, ignore]
+  delete:
+    description:
+      - After revoking, delete the things' certificates, then the things (their C(revoked_at) attribute
+        and quarantine membership with them).
+      - The certificates are deleted once they are no longer C(ACTIVE) and detached from their policies
+        and from the thing; a certificate that another thing still uses makes the device fail.
+    type: bool
+    default: false
+  drop_sessions:
+    description:
+      - Close each device's live MQTT session with iot-data C(DeleteConnection) (client id = thing name,
+        C(cleanSession) and C(preventWillMessage) set). A device without a live session is fine.
+      - In check mode nothing is asked; the step is listed for every device that would be newly revoked.
+    type: bool
+    default: true
+  data_endpoint:
+    description:
+      - The iot-data endpoint for C(DeleteConnection), for example C(https://a1b2c3d4e5f6g7-ats.iot.eu-north-1.amazonaws.com).
+      - By default O(endpoint_url) when it is set (a local stand-in serves every API on one address), otherwise
+        C(https://) and the account's C(iot:Data-ATS) endpoint (DescribeEndpoint).
+    type: str
+  devices_table:
+    description:
+      - Name of the backend's DynamoDB devices table (by the iotfleet roles, C(<prefix>_devices)). When given, each
+        device's row gets C(status=revoked) and, unless it has one, C(revoked_at) (epoch milliseconds), the way the
+        backend's GraphQL mutation C(revokeDevice) writes them. A device without a row is left without one.
+      - The table must exist. Leave it out when the backend is not deployed.
+    type: str
+  rate_limits:
+    description:
+      - Requests per second per AWS API, over the defaults. The defaults are AWS's default quotas as the
+        collection knows them - C(UpdateCertificate) 10, C(DescribeCertificate) 10, C(DeleteCertificate) 10,
+        C(ListThingPrincipals) 10, C(DetachPolicy) 15, C(DetachThingPrincipal) 100, C(UpdateThing) 100,
+        C(DescribeThing) 350 - and a cautious 10 for the APIs whose default quota it has not confirmed -
+        C(DeleteConnection), C(DeleteThing), C(DescribeEndpoint), C(DescribeThingGroup), C(ListAttachedPolicies),
+        C(ListPrincipalThings), C(ListThingGroupsForThing), C(UpdateThingGroupsForThing).
+      - Revoking a device costs one C(UpdateCertificate) per certificate, so at the defaults about 10 devices a second.
+      - Raise them when your account's quotas are higher; lower them when other clients share the quotas.
+    type: dict
+    default: {}
+  max_workers:
+    description:
+      - How many devices are revoked at the same time (1 to 64).
+    type: int
+    default: 16
+  wait_timeout:
+    description:
+      - How many seconds to wait, per device, for AWS to finish detaching the thing from its certificates.
+    type: int
+    default: 60
+author:
+  - iotfleet developers (@iotfleet)
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+  - iotfleet.aws.iot
+"""
+
+EXAMPLES = r"""
+- name: Revoke two boards
+  iotfleet.aws.iot_device_revocation:
+    things:
+      - 4827E2E59190
+      - 240AC4123456
+    quarantine_group: "{{ iotfleet_prefix }}_quarantine"
+    devices_table: "{{ iotfleet_prefix }}_devices"
+  register: revocation
+
+- name: Name the boards revoked by this run
+  ansible.builtin.debug:
+    msg: "{{ revocation.devices | selectattr('newly_revoked') | map(attribute='thing_name') | list }}"
+
+- name: Deactivate (not revoke) a board's certificates, tolerating names that no longer exist
+  iotfleet.aws.iot_device_revocation:
+    things: "{{ suspicious_boards }}"
+    certificate_status: INACTIVE
+    quarantine_group: iotfleet_quarantine
+    missing: ignore
+
+- name: Revoke a board and delete its thing and certificates
+  iotfleet.aws.iot_device_revocation:
+    things: [4827E2E59190]
+    quarantine_group: iotfleet_quarantine
+    delete: true
+"""
+
+RETURN = r"""
+devices:
+  description:
+    - One entry per thing, in the order of O(things), also when the module fails.
+    - In check mode, what would be done.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    thing_name:
+      description: The thing name.
+      returned: always
+      type: str
+      sample: 4827E2E59190
+    missing:
+      description: Whether no such thing exists (only with O(missing=ignore); nothing else is done for it).
+      returned: always
+      type: bool
+      sample: false
+    certificates:
+      description:
+        - The certificates that were attached to the thing, with their status before and after the run.
+        - Empty on a re-run, since the first run detached them.
+      returned: always
+      type: list
+      elements: dict
+      contains:
+        certificate_id:
+          description: The id of the certificate.
+          type: str
+          returned: always
+          sample: 3f1c0e6e6f4b2a7d9c8e5b1a0d2f4e6c8a9b7d5e3f1a2c4e6b8d0f2a4c6e8b0d
+        status_before:
+          description: Its status before the run.
+          type: str
+          returned: always
+          sample: ACTIVE
+        status_after:
+          description: Its status after the run (also when O(delete=true) deleted it afterwards).
+          type: str
+          returned: always
+          sample: REVOKED
+    steps:
+      description:
+        - What was done (in check mode, what would be done) for the device, in order - C(revoke_certificate ID)
+          or C(deactivate_certificate ID), C(mark_revoked_in_devices_table), C(drop_session),
+          C(detach_policy POLICY ID), C(detach_thing_principal ID), C(add_to_thing_group GROUP),
+          C(remove_from_thing_group GROUP), C(set_revoked_at), C(delete_certificate ID), C(delete_thing).
+        - C(drop_session) is listed when a live session was closed (in check mode, when the device would be newly revoked).
+        - Empty when the device was already revoked.
+      returned: always
+      type: list
+      elements: str
+      sample: ["revoke_certificate 3f1c0e6e", "drop_session", "detach_policy iotfleet_device_policy 3f1c0e6e"]
+    revoked_at:
+      description:
+        - When the device was revoked (ISO 8601, UTC), from its C(revoked_at) attribute; when this run revoked it
+          (or, in check mode, would), the time of this run. Null for a missing thing.
+      returned: always
+      type: str
+      sample: "2025-01-31T12:00:00Z"
+    newly_revoked:
+      description:
+        - Whether this run revoked the device - it had an C(ACTIVE) certificate or no C(revoked_at) attribute.
+          False on a re-run; one notification per device is sent for these.
+      returned: always
+      type: bool
+      sample: true
+    thing_groups:
+      description: The thing groups of the thing after the run, sorted; empty when the thing was deleted or is missing.
+      returned: always
+      type: list
+      elements: str
+      sample: ["iotfleet_quarantine"]
+    devices_table_status:
+      description: The device's status in O(devices_table) after the run; null without the option or a row.
+      returned: always
+      type: str
+      sample: revoked
+    changed:
+      description: Whether anything was changed (in check mode, would be) for the device.
+      returned: always
+      type: bool
+      sample: true
+    failed:
+      description: Whether the device could not be revoked completely.
+      returned: always
+      type: bool
+      sample: false
+    error:
+      description: Why the device could not be revoked completely; the steps done before it are in RV(devices[].steps).
+      returned: when RV(devices[].failed=true)
+      type: str
+      sample: "Failed to detach the IoT policy: ..."
+summary:
+  description: Counts over all devices, the AWS requests made per API and the time taken.
+  returned: always
+  type: dict
+  contains:
+    devices:
+      description: How many distinct things were given.
+      returned: always
+      type: int
+      sample: 100
+    newly_revoked:
+      description: How many devices this run revoked.
+      returned: always
+      type: int
+      sample: 100
+    changed:
+      description: How many devices were changed (and did not fail).
+      returned: always
+      type: int
+      sample: 100
+    unchanged:
+      description: How many existing devices were already revoked.
+      returned: always
+      type: int
+      sample: 0
+    missing:
+      description: How many things do not exist.
+      returned: always
+      type: int
+      sample: 0
+    failed:
+      description: How many devices failed.
+      returned: always
+      type: int
+      sample: 0
+    seconds:
+      description: Wall-clock seconds the revocation took.
+      returned: always
+      type: float
+      sample: 10.4
+    api_calls:
+      description: HTTP requests sent per AWS API (retries included).
+      returned: always
+      type: dict
+      sample: {"DescribeThing": 100, "UpdateCertificate": 100}
+    throttled:
+      description: Throttling errors AWS answered per API (each one was retried).
+      returned: always
+      type: dict
+      sample: {}
+"""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from datetime import timezone
+
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
+from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+from ansible_collections.iotfleet.aws.plugins.module_utils.dynamodb import DynamoDBErrorHandler
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import GROUP_NAME_RE
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import THING_NAME_RE
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import IoTModule
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import delete_certificate
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import delete_connection
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import delete_thing
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import describe_certificate
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import describe_endpoint
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import describe_thing
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import describe_thing_group
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import detach_iot_policy
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import detach_thing_principal
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import iot_retry_decorator
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_attached_policy_names
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_principal_things
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing_group_names_for_thing
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing_principals
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import update_certificate_status
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import update_thing
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import update_thing_groups_for_thing
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import validate_name
+from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import AWS_IOT_DEFAULT_RATES
+from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import RateLimiter
+
+MAX_WORKERS = 64
+# The APIs this module calls on AWS IoT and iot-data. Their default rate is AWS's default quota
+# where the collection's table has it; the others are not in AWS's published tables as far as we
+# checked, so they get a cautious rate rather than a guessed quota.
+CAUTIOUS_RATE = 10.0
+CALLED_APIS = (
+    "DeleteCertificate",
+    "DeleteConnection",
+    "DeleteThing",
+    "DescribeCertificate",
+    "DescribeEndpoint",
+    "DescribeThing",
+    "DescribeThingGroup",
+    "DetachPolicy",
+    "DetachThingPrincipal",
+    "ListAttachedPolicies",
+    "ListPrincipalThings",
+    "ListThingGroupsForThing",
+    "ListThingPrincipals",
+    "UpdateCertificate",
+    "UpdateThing",
+    "UpdateThingGroupsForThing",
+)
+DEFAULT_RATES = {api: AWS_IOT_DEFAULT_RATES.get(api, CAUTIOUS_RATE) for api in CALLED_APIS}
+# botocore's event names use the service id, hyphenized: "iot-data" is "iot-data-plane" there.
+DATA_PLANE_EVENT_SERVICE = "iot-data-plane"
+REVOKED_AT = "revoked_at"
+REVOKED_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# AWS lets a thing without a thing type have at most this many attributes.
+MAX_ATTRIBUTES_WITHOUT_TYPE = 3
+STATUS_STEP = {"REVOKED": "revoke_certificate", "INACTIVE": "deactivate_certificate"}
+# Seconds between two looks at a certificate's things while waiting for the detachment.
+DETACH_POLL_INTERVAL = 1
+
+
+class DeviceFailure(Exception):
+    """One device cannot be revoked completely; the others go on."""
+
+
+@dataclass
+class Certificate:
+    certificate_id: str
+    certificate_arn: str
+    status_before: str
+    policies: list
+    status_after: str = None
+
+    def __post_init__(self):
+        self.status_after = self.status_before
+
+    def as_dict(self):
+        return dict(
+            certificate_id=self.certificate_id, status_before=self.status_before, status_after=self.status_after
+        )
+
+
+@dataclass
+class DeviceResult:
+    thing_name: str
+    missing: bool = False
+    certificates: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
+    revoked_at: str = None
+    newly_revoked: bool = False
+    thing_groups: list = field(default_factory=list)
+    devices_table_status: str = None
+    error: str = None
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+
+    @property
+    def changed(self):
+        return bool(self.steps)
+
+    def as_dict(self):
+        result = dict(
+            thing_name=self.thing_name,
+            missing=self.missing,
+            certificates=[cert.as_dict() for cert in self.certificates],
+            steps=list(self.steps),
+            revoked_at=self.revoked_at,
+            newly_revoked=self.newly_revoked,
+            thing_groups=list(self.thing_groups),
+            devices_table_status=self.devices_table_status,
+            changed=self.changed,
+            failed=self.error is not None,
+        )
+        if self.error is not None:
+            result["error"] = self.error
+        return result
+
+
+# The backend's devices table (DESIGN §2): key device_id, status, revoked_at in epoch milliseconds.
+
+
+@DynamoDBErrorHandler.list_error_handler("describe the devices table")
+def describe_table(client, name):
+    return client.describe_table(TableName=name, aws_retry=True)["Table"]
+
+
+@DynamoDBErrorHandler.common_error_handler("read the device's row in the devices table")
+def get_device_row(client, table, device_id):
+    key = {"device_id": {"S": device_id}}
+    return client.get_item(TableName=table, Key=key, ConsistentRead=True, aws_retry=True).get("Item")
+
+
+@DynamoDBErrorHandler.common_error_handler("mark the device revoked in the devices table")
+def mark_device_revoked(client, table, device_id, revoked_at_ms):
+    """What the GraphQL mutation revokeDevice writes (files/graphql/resolvers), under the same condition."""
+    client.update_item(
+        TableName=table,
+        Key={"device_id": {"S": device_id}},
+        UpdateExpression="SET #status = :revoked, #revoked_at = if_not_exists(#revoked_at, :timestamp)",
+        ConditionExpression="attribute_exists(#device_id)",
+        ExpressionAttributeNames={"#status": "status", "#revoked_at": "revoked_at", "#device_id": "device_id"},
+        ExpressionAttributeValues={":revoked": {"S": "revoked"}, ":timestamp": {"N": str(revoked_at_ms)}},
+        aws_retry=True,
+    )
+
+
+def now_text():
+    return datetime.now(timezone.utc).strftime(REVOKED_AT_FORMAT)
+
+
+def epoch_ms(revoked_at):
+    """The attribute's time in epoch milliseconds; an attribute in another format counts as now."""
+    try:
+        moment = datetime.strptime(revoked_at, REVOKED_AT_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        moment = datetime.now(timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def error_text(e):
+    if isinstance(e, AnsibleAWSError):
+        return f"{e.message}: {e.exception}" if e.exception is not None else e.message
+    return str(e)
+
+
+class Revocation:
+    """Revokes things; `iot` (and `data`, `dynamodb` when used) are retrying clients with a RateLimiter installed."""
+
+    def __init__(self, iot, params, check_mode, data=None, dynamodb=None):
+        self.iot = iot
+        self.data = data
+        self.dynamodb = dynamodb
+        self.params = params
+        self.check_mode = check_mode
+        self._dynamic_groups = {}
+        self._groups_lock = threading.Lock()
+
+    # Reading.
+
+    def read_certificates(self, name):
+        """The certificates attached to the thing, with their status and their policies."""
+        principals = list_thing_principals(self.iot, name)
+        if principals is None:
+            raise DeviceFailure("the thing was deleted while it was being revoked")
+        certificates = []
+        for arn in sorted(principals):
+            if ":cert/" not in arn:
+                continue
+            described = describe_certificate(self.iot, arn.rsplit("/", 1)[-1])
+            if described is None:
+                continue
+            policies = sorted(list_attached_policy_names(self.iot, arn))
+            certificates.append(Certificate(described["certificateId"], arn, described["status"], policies))
+        return certificates
+
+    def is_dynamic_group(self, group):
+        """Dynamic groups are kept: their query decides membership. Looked up once per group and run."""
+        with self._groups_lock:
+            if group not in self._dynamic_groups:
+                described = describe_thing_group(self.iot, group) or {}
+                self._dynamic_groups[group] = bool(described.get("queryString"))
+            return self._dynamic_groups[group]
+
+    def read_table_status(self, name):
+        """(whether the device has a row, its status)."""
+        row = get_device_row(self.dynamodb, self.params["devices_table"], name)
+        if row is None:
+            return False, None
+        return True, row.get("status", {}).get("S")
+
+    # Writing, one device at a time.
+
+    def write(self, result, step, call, *args):
+        """Make one write (not in check mode) and record it as done."""
+        if not self.check_mode:
+            call(*args)
+        result.steps.append(step)
+
+    def revoke(self, thing):
+        name = thing["thingName"]
+        result = DeviceResult(name)
+        try:
+            self.revoke_device(thing, result)
+        except (DeviceFailure, AnsibleAWSError) as e:
+            result.error = error_text(e)
+        return result
+
+    def revoke_device(self, thing, result):
+        name = thing["thingName"]
+        attributes = thing.get("attributes") or {}
+        certificates = self.read_certificates(name)
+        result.certificates = certificates
+        groups = sorted(list_thing_group_names_for_thing(self.iot, name) or [])
+        table = self.params["devices_table"]
+        has_row, table_status = self.read_table_status(name) if table else (False, None)
+        result.newly_revoked = REVOKED_AT not in attributes or any(c.status_before == "ACTIVE" for c in certificates)
+        result.revoked_at = now_text() if result.newly_revoked else attributes[REVOKED_AT]
+        result.before = self.view(certificates, groups, attributes.get(REVOKED_AT), table_status, before=True)
+
+        self.ensure_certificate_status(certificates, result)
+        if has_row and table_status != "revoked":
+            step = "mark_revoked_in_devices_table"
+            self.write(result, step, mark_device_revoked, self.dynamodb, table, name, epoch_ms(result.revoked_at))
+        result.devices_table_status = "revoked" if has_row else None
+        self.drop_session(name, result)
+        self.detach(name, certificates, result)
+        if self.params["delete"]:
+            for cert in certificates:
+                self.write(result, f"delete_certificate {cert.certificate_id}", delete_certificate, self.iot, cert.certificate_id)
+            self.write(result, "delete_thing", delete_thing, self.iot, name)
+            result.after = {}
+            return
+        result.thing_groups = self.ensure_quarantine(name, groups, result)
+        self.ensure_revoked_at(thing, result)
+        result.after = self.view(certificates, result.thing_groups, result.revoked_at, result.devices_table_status)
+
+    def view(self, certificates, groups, revoked_at, table_status, before=False):
+        """The device as --diff shows it."""
+        shown = dict(
+            certificates={
+                c.certificate_id: dict(
+                    status=c.status_before if before else c.status_after,
+                    policies=c.policies if before else [],
+                    attached_to_thing=before,
+                )
+                for c in certificates
+            },
+            thing_groups=groups,
+            revoked_at=revoked_at,
+        )
+        if self.params["devices_table"]:
+            shown["devices_table_status"] = table_status
+        return shown
+
+    def ensure_certificate_status(self, certificates, result):
+        target = self.params["certificate_status"]
+        for cert in certificates:
+            # REVOKED is final: it is neither reactivated nor turned into INACTIVE.
+            if cert.status_before in (target, "REVOKED"):
+                continue
+            step = f"{STATUS_STEP[target]} {cert.certificate_id}"
+            self.write(result, step, update_certificate_status, self.iot, cert.certificate_id, target)
+            cert.status_after = target
+
+    def drop_session(self, name, result):
+        if not self.params["drop_sessions"]:
+            return
+        if self.check_mode:
+            # Whether a session is live is only known by closing it; a device whose certificates are
+            # no longer ACTIVE and already carries revoked_at cannot have opened one since.
+            if result.newly_revoked:
+                result.steps.append("drop_session")
+            return
+        if delete_connection(self.data, name):
+            result.steps.append("drop_session")
+
+    def detach(self, name, certificates, result):
+        for cert in certificates:
+            for policy in cert.policies:
+                step = f"detach_policy {policy} {cert.certificate_id}"
+                self.write(result, step, detach_iot_policy, self.iot, policy, cert.certificate_arn)
+        for cert in certificates:
+            step = f"detach_thing_principal {cert.certificate_id}"
+            self.write(result, step, detach_thing_principal, self.iot, name, cert.certificate_arn)
+        if certificates and not self.check_mode:
+            self.wait_for_detachment(name, certificates)
+
+    def wait_for_detachment(self, name, certificates):
+        """AWS detaches a principal from a thing asynchronously: wait until no certificate lists the thing."""
+        deadline = time.monotonic() + self.params["wait_timeout"]
+        pending = list(certificates)
+        while True:
+            pending = [c for c in pending if name in list_principal_things(self.iot, c.certificate_arn)]
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                ids = [c.certificate_id for c in pending]
+                raise DeviceFailure(
+                    f"certificates {ids} were still attached to the thing after {self.params['wait_timeout']} s "
+                    f"(AWS detaches asynchronously); run again or raise wait_timeout."
+                )
+            time.sleep(DETACH_POLL_INTERVAL)
+
+    def ensure_quarantine(self, name, groups, result):
+        """The quarantine group and no other static group; returns the groups after."""
+        quarantine = self.params["quarantine_group"]
+        to_add = [] if quarantine in groups else [quarantine]
+        to_remove = [g for g in groups if g != quarantine and not self.is_dynamic_group(g)]
+        if to_add or to_remove:
+            if not self.check_mode:
+                update_thing_groups_for_thing(self.iot, name, to_add, to_remove)
+            result.steps.extend(f"add_to_thing_group {g}" for g in to_add)
+            result.steps.extend(f"remove_from_thing_group {g}" for g in to_remove)
+        return sorted((set(groups) | {quarantine}) - set(to_remove))
+
+    def ensure_revoked_at(self, thing, result):
+        attributes = thing.get("attributes") or {}
+        if attributes.get(REVOKED_AT) == result.revoked_at:
+            return
+        if (
+            REVOKED_AT not in attributes
+            and not thing.get("thingTypeName")
+            and len(attributes) >= MAX_ATTRIBUTES_WITHOUT_TYPE
+        ):
+            raise DeviceFailure(
+                f"the thing has no thing type and already {len(attributes)} attributes ({sorted(attributes)}), AWS's "
+                f"maximum, so revoked_at could not be recorded; everything else was done. Remove an attribute or "
+                f"give the thing a thing type, then run again."
+            )
+        payload = dict(attributes={REVOKED_AT: result.revoked_at}, merge=True)
+        self.write(result, "set_revoked_at", update_thing, self.iot, thing["thingName"], "attributePayload", payload)
+
+    def run(self, names, max_workers):
+        """Look every thing up, then revoke the existing ones; returns (DeviceResults in order, missing names)."""
+        with ThreadPoolExecutor(max_workers=max_workers) as pool:
+            things = list(pool.map(lambda name: describe_thing(self.iot, name), names))
+        missing = [name for name, thing in zip(names, things) if thing is None]
+        if missing and self.params["missing"] == "fail":
+            return None, missing
+        with ThreadPoolExecutor(max_workers=max_workers) as pool:
+            revoked = dict(zip(
+                [t["thingName"] for t in things if t is not None],
+                pool.map(self.revoke, [t for t in things if t is not None]),
+            ))
+        results = [revoked.get(name) or DeviceResult(name, missing=True) for name in names]
+        return results, missing
