@@ -6,13 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 LINK := .collections/ansible_collections/iotfleet/aws
+APPSYNC_MODULES := sandbox/appsync/node_modules/.package-lock.json
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: bootstrap demo demo-stop test test-lint test-unit test-integration test-molecule test-sanity \
         sandbox-up sandbox-down sandbox-status sandbox-summary clean
 
-bootstrap: $(STAMP) $(LINK)
+bootstrap: $(STAMP) $(LINK) $(APPSYNC_MODULES)
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,11 @@ $(STAMP): requirements.txt
 $(LINK):
 	@mkdir -p $(dir $@)
 	@ln -sfn ../../.. $@
+
+# The sandbox's GraphQL endpoint (the AWS Amplify AppSync simulator) runs on Node.
+$(APPSYNC_MODULES): sandbox/appsync/package-lock.json
+	@if command -v npm >/dev/null; then cd sandbox/appsync && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.package-lock.json; \
+	 else echo "npm not found: the sandbox will run without its GraphQL endpoint (install Node 20)"; fi
 
 sandbox-up: bootstrap
 	$(BIN)/python -m sandbox up
@@ -61,4 +67,4 @@ test-sanity: bootstrap
 	tests/sanity/run.sh
 
 clean: sandbox-down
-	rm -rf .collections tests/output
+	rm -rf .collections tests/output .build sandbox/appsync/node_modules
