@@ -7,6 +7,9 @@ Run from the repository root with the project's venv:
     .venv/bin/python bench/fleet_register.py --ansible       # ... and the cost of one ansible-playbook task
     .venv/bin/python bench/fleet_register.py --throttle      # private sandbox answering ThrottlingException
                                                              # above AWS's quotas; 1000 devices
+    .venv/bin/python bench/fleet_register.py --latency-ms 50 --sizes 100
+                                                             # ... with 50 ms added to each IoT request,
+                                                             # a stand-in for the round trip to AWS
     .venv/bin/python bench/fleet_register.py --endpoint http://127.0.0.1:4599 --sizes 10,100
 
 "Collection" is the engine iot_fleet_registration runs (module_utils/fleet_registration.py), called
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import namedtuple
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +46,8 @@ from ansible_collections.iotfleet.aws.plugins.module_utils.fleet_registration im
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import iot_retry_decorator  # noqa: E402
 from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import AWS_IOT_DEFAULT_RATES  # noqa: E402
 from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import RateLimiter  # noqa: E402
+from sandbox.settings import HEALTH_PATH  # noqa: E402
+from sandbox.throttle import LATENCY_ENV  # noqa: E402
 from sandbox.throttle import STATS_PATH  # noqa: E402
 
 REGION = "eu-north-1"
@@ -56,17 +62,18 @@ BOUNDING_API = "CreateCertificateFromCsr"
 class Sandbox:
     """A private sandbox on a free port, started and stopped through `python -m sandbox`."""
 
-    def __init__(self, throttle):
+    def __init__(self, throttle, latency_ms):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.state_dir = tempfile.mkdtemp(prefix="iotfleet-bench-")
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.throttle = throttle
+        self.env = dict(os.environ, **{LATENCY_ENV: str(latency_ms)})
 
     def cli(self, *command):
         argv = [sys.executable, "-m", "sandbox", "--state-dir", self.state_dir, "--port", str(self.port), *command]
-        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=self.env, check=False)
 
     def __enter__(self):
         result = self.cli("up", *(["--throttle"] if self.throttle else []))
@@ -112,8 +119,11 @@ def boto3_loop(endpoint, boards, policy, group):
     return time.monotonic() - started
 
 
+Run = namedtuple("Run", "results seconds summary")
+
+
 def collection(endpoint, devices, policy, group, workers, rates):
-    """The module's engine, set up as the module sets it up; returns (results, seconds, limiter summary)."""
+    """The module's engine, set up as the module sets it up; returns a Run."""
     limiter = RateLimiter(rates)
     client = RetryingBotoClientWrapper(iot_client(endpoint, workers), iot_retry_decorator())
     limiter.install(client)
@@ -122,7 +132,7 @@ def collection(endpoint, devices, policy, group, workers, rates):
     failed = [f"{r.thing_name}: {r.error}" for r in results if r.error]
     if failed:
         raise SystemExit(f"{len(failed)} devices failed, e.g. {failed[:3]}")
-    return results, seconds, limiter.summary()
+    return Run(results, seconds, limiter.summary())
 
 
 def devices_of(boards, results=None):
@@ -134,6 +144,14 @@ def devices_of(boards, results=None):
 
 def total_calls(summary):
     return sum(summary["calls"].values())
+
+
+def health(endpoint):
+    try:
+        with urllib.request.urlopen(endpoint + HEALTH_PATH, timeout=5) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
 
 
 def server_stats(endpoint):
@@ -200,34 +218,28 @@ def compare(endpoint, sizes, workers, no_cache_max, with_ansible):
         print(f"N={count}: collection, AWS default limits ...", file=sys.stderr, flush=True)
         boards = make_boards(0x2000 + index, count)
         policy, group = setup(endpoint, f"coll{tag}")
-        results, limited_seconds, _ = collection(
-            endpoint, devices_of(boards), policy, group, workers, AWS_IOT_DEFAULT_RATES
-        )
+        limited = collection(endpoint, devices_of(boards), policy, group, workers, AWS_IOT_DEFAULT_RATES)
 
         print(f"N={count}: collection, no limits ...", file=sys.stderr, flush=True)
-        fast_boards = make_boards(0x3000 + index, count)
         fast_policy, fast_group = setup(endpoint, f"fast{tag}")
-        _, unlimited_seconds, _ = collection(
-            endpoint, devices_of(fast_boards), fast_policy, fast_group, workers, unlimited
-        )
+        fast_devices = devices_of(make_boards(0x3000 + index, count))
+        fast = collection(endpoint, fast_devices, fast_policy, fast_group, workers, unlimited)
 
         print(f"N={count}: no-change re-runs ...", file=sys.stderr, flush=True)
-        cached = devices_of(boards, results)
-        _, rerun_seconds, rerun = collection(endpoint, cached, policy, group, workers, AWS_IOT_DEFAULT_RATES)
+        cached = devices_of(boards, limited.results)
+        rerun = collection(endpoint, cached, policy, group, workers, AWS_IOT_DEFAULT_RATES)
         if count <= no_cache_max:
-            _, nocache_seconds, nocache = collection(
-                endpoint, devices_of(boards), policy, group, workers, AWS_IOT_DEFAULT_RATES
-            )
-            nocache_cell = f"{nocache_seconds:6.2f} s {total_calls(nocache):5d}"
+            nocache = collection(endpoint, devices_of(boards), policy, group, workers, AWS_IOT_DEFAULT_RATES)
+            nocache_cell = f"{nocache.seconds:6.2f} s {total_calls(nocache.summary):5d}"
         else:
             nocache_cell = f">={2 * count / 10:5.0f} s {2 * count + 4:5d}"
         rows.append(
             (
                 count,
                 rate(count, loop_seconds),
-                rate(count, limited_seconds),
-                rate(count, unlimited_seconds),
-                f"{rerun_seconds:6.2f} s {total_calls(rerun):5d}",
+                rate(count, limited.seconds),
+                rate(count, fast.seconds),
+                f"{rerun.seconds:6.2f} s {total_calls(rerun.summary):5d}",
                 nocache_cell,
             )
         )
@@ -235,10 +247,14 @@ def compare(endpoint, sizes, workers, no_cache_max, with_ansible):
             print(f"N={count}: ansible-playbook ...", file=sys.stderr, flush=True)
             with tempfile.TemporaryDirectory() as workdir:
                 timings = time_ansible_task(endpoint, cached, policy, group, workdir)
-            ansible_line = (count, timings, rerun_seconds)
+            ansible_line = (count, timings, rerun.seconds)
 
     print()
-    print(f"Sandbox {endpoint}; {workers} workers; devices/s, higher is better; re-runs: wall time and API calls.")
+    latency = (health(endpoint) or {}).get("iot_latency_ms") or 0
+    print(
+        f"Sandbox {endpoint} (+{latency:.0f} ms per IoT request); {workers} workers; devices/s, higher is better; "
+        f"re-runs: wall time and API calls."
+    )
     header = (
         f"{'N':>5} | {'boto3 loop':>10} | {'collection':>10} | {'ratio':>5} | {'coll. no limit':>14} | "
         f"{'ratio':>5} | {'no-change re-run':>16} | {'re-run w/o cached certs':>23}"
@@ -272,10 +288,9 @@ def throttled_run(endpoint, count, workers, index=0):
     policy, group = setup(endpoint, f"throttled{index}")
     before = server_stats(endpoint) or {}
     print(f"N={count}: collection against the throttling sandbox ...", file=sys.stderr, flush=True)
-    results, seconds, summary = collection(endpoint, devices_of(boards), policy, group, workers, AWS_IOT_DEFAULT_RATES)
-    _, rerun_seconds, rerun = collection(
-        endpoint, devices_of(boards, results), policy, group, workers, AWS_IOT_DEFAULT_RATES
-    )
+    first = collection(endpoint, devices_of(boards), policy, group, workers, AWS_IOT_DEFAULT_RATES)
+    rerun = collection(endpoint, devices_of(boards, first.results), policy, group, workers, AWS_IOT_DEFAULT_RATES)
+    seconds, summary = first.seconds, first.summary
     after = server_stats(endpoint) or {}
     allowed = AWS_IOT_DEFAULT_RATES[BOUNDING_API]
     achieved = rate(count, seconds)
@@ -291,7 +306,7 @@ def throttled_run(endpoint, count, workers, index=0):
     print(f"floor at {allowed:.0f}/s: {count / allowed:.1f} s; calls: {summary['calls']}")
     print(f"ThrottlingException answered by the server: {refused or 'none'}; ", end="")
     print(f"seen by the client: {summary['throttled'] or 'none'}")
-    print(f"no-change re-run: {rerun_seconds:.2f} s, {total_calls(rerun)} calls {rerun['calls']}")
+    print(f"no-change re-run: {rerun.seconds:.2f} s, {total_calls(rerun.summary)} calls {rerun.summary['calls']}")
 
 
 def main():
@@ -300,6 +315,9 @@ def main():
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 10,100,1000; 1000 with --throttle)")
     parser.add_argument("--workers", type=int, default=16, help="the module's max_workers (default 16)")
     parser.add_argument("--throttle", action="store_true", help="throttled run at AWS's quotas (private sandbox)")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0, help="private sandbox: delay each IoT request by this much (default 0)"
+    )
     parser.add_argument("--ansible", action="store_true", help="also time one ansible-playbook task (largest N)")
     parser.add_argument(
         "--no-cache-max", type=int, default=100, help="largest N to re-run without cached certificates (default 100)"
@@ -317,7 +335,7 @@ def main():
     if args.endpoint:
         run(args.endpoint)
     else:
-        with Sandbox(args.throttle) as sandbox:
+        with Sandbox(args.throttle, args.latency_ms) as sandbox:
             run(sandbox.endpoint)
 
 

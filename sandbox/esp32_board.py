@@ -438,8 +438,9 @@ class Session:
         if self.stub:
             self.fail(op, CommandError(ROM_INVALID_MESSAGE, f"command 0x{op:02x} unknown", STUB_NOT_IMPLEMENTED))
             return
-        # The ROM answers a command it does not know with "invalid message" under another opcode,
-        # several times over; esptool turns that into UnsupportedCommandError (loader.command).
+        # "Invalid message" under another opcode, several times over: what esptool's loader.command
+        # expects of a ROM that lacks a command (it then raises UnsupportedCommandError, after a
+        # 0.2 s drain); its detect_chip expects that from the classic ESP32 for GET_SECURITY_INFO.
         LOG.info("ROM: command 0x%02x not supported", op)
         status = bytes([1, ROM_INVALID_MESSAGE, 0, 0])
         self.conn.sendall(slip_encode(struct.pack("<BBHI", 1, 0, len(status), 0) + status) * 8)

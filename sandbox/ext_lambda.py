@@ -41,6 +41,9 @@ MAX_CONCURRENT = 4
 _config = {"state_dir": None, "endpoint": None}
 _slots = threading.BoundedSemaphore(MAX_CONCURRENT)
 _original_invoke = None
+_original_init = None
+_original_get_configuration = None
+_original_update_configuration = None
 
 
 class InvalidRequestContentException(JsonRESTError):
@@ -56,8 +59,31 @@ def configure(state_dir: Path | None, endpoint: str | None) -> None:
 
 
 def install(patch) -> None:
-    global _original_invoke
+    global _original_invoke, _original_init, _original_get_configuration, _original_update_configuration
     _original_invoke = patch(LambdaFunction, "invoke", invoke)
+    _original_init = patch(LambdaFunction, "__init__", init_with_dead_letter_config)
+    _original_get_configuration = patch(LambdaFunction, "get_configuration", get_configuration)
+    _original_update_configuration = patch(LambdaFunction, "update_configuration", update_configuration)
+
+
+# moto drops DeadLetterConfig on create and update and never returns it, so a module that compares
+# it (amazon.aws.lambda) sees a change on every run.
+def init_with_dead_letter_config(self, account_id, spec, region, version=1):
+    _original_init(self, account_id, spec, region, version)
+    self.dead_letter_config = spec.get("DeadLetterConfig") or {}
+
+
+def get_configuration(self, *args, **kwargs):
+    config = _original_get_configuration(self, *args, **kwargs)
+    if getattr(self, "dead_letter_config", None):
+        config["DeadLetterConfig"] = self.dead_letter_config
+    return config
+
+
+def update_configuration(self, config_updates):
+    if "DeadLetterConfig" in config_updates:
+        self.dead_letter_config = config_updates["DeadLetterConfig"] or {}
+    return _original_update_configuration(self, config_updates)
 
 
 def _cache_root() -> Path:

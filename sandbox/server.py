@@ -67,8 +67,11 @@ def main(argv=None) -> None:
     throttling = throttle.from_env()
     if throttling is not None:
         app = throttling.wrap(app)
+    latency = throttle.latency_from_env()
+    if latency:
+        app = throttle.delayed(app, latency)
     info = {"status": "ok", "pid": os.getpid(), "moto": moto.__version__, "ca": str(Path(ca_dir) / "ca.pem")}
-    info["throttle"] = throttling.mode if throttling is not None else None
+    info.update(throttle=throttling.mode if throttling is not None else None, iot_latency_ms=latency * 1000)
     run_simple(args.host, args.port, with_health(app, info), threaded=True, request_handler=MotoRequestHandler)
 
 

@@ -11,6 +11,10 @@ the request URIs of botocore's own service model. The service comes from the Sig
 scope of the Authorization header.
 
 `GET /iotfleet-sandbox/throttle` returns the mode, the rates and the counts per operation.
+
+Also opt-in, for benchmarks: IOTFLEET_SANDBOX_LATENCY_MS=N delays every IoT request by N ms, a stand-in
+for the round trip to AWS that a local server does not have (a sequential client pays it per call,
+a parallel one does not).
 """
 
 import json
@@ -21,12 +25,13 @@ import time
 import uuid
 
 THROTTLE_ENV = "IOTFLEET_SANDBOX_THROTTLE"
+LATENCY_ENV = "IOTFLEET_SANDBOX_LATENCY_MS"
 STATS_PATH = "/iotfleet-sandbox/throttle"
 
 # AWS IoT Core's default quotas, requests per second, for the IoT APIs this project calls (AWS General
 # Reference "AWS IoT Core endpoints and quotas"; Service Quotas "iotcore ... API TPS"). Kept apart from
 # the collection's own table (plugins/module_utils/ratelimit.py) on purpose: this side plays AWS, that
-# side is the client obeying it; a test checks that they agree where both name an API.
+# side is the client obeying it; a test checks that they agree.
 AWS_IOT_RATES = {
     "AddThingToThingGroup": 100.0,
     "AttachPolicy": 15.0,
@@ -177,11 +182,34 @@ def _json(start_response, status: str, payload: dict, headers=()):
     return [body]
 
 
-def from_env(environ=os.environ) -> Throttle | None:
+def from_env(environ=None) -> Throttle | None:
     """The Throttle that IOTFLEET_SANDBOX_THROTTLE asks for, or None when it is unset, empty or "off"."""
-    mode = environ.get(THROTTLE_ENV, "").strip().lower()
+    mode = (os.environ if environ is None else environ).get(THROTTLE_ENV, "").strip().lower()
     if mode in ("", "off"):
         return None
     if mode not in MODES:
         raise SystemExit(f"{THROTTLE_ENV}={mode!r}: use one of {sorted(MODES)} or 'off'")
     return Throttle(mode, MODES[mode])
+
+
+def latency_from_env(environ=None) -> float:
+    """The delay IOTFLEET_SANDBOX_LATENCY_MS asks for, in seconds (0.0 when unset)."""
+    value = (os.environ if environ is None else environ).get(LATENCY_ENV, "").strip()
+    try:
+        milliseconds = float(value or 0)
+    except ValueError:
+        raise SystemExit(f"{LATENCY_ENV}={value!r}: give a number of milliseconds") from None
+    if milliseconds < 0:
+        raise SystemExit(f"{LATENCY_ENV}={value!r}: give 0 or more milliseconds")
+    return milliseconds / 1000
+
+
+def delayed(app, seconds: float, sleep=time.sleep):
+    """`app`, answering IoT requests `seconds` later (a sleeping request thread costs no CPU)."""
+
+    def wsgi(environ, start_response):
+        if signing_service(environ) == "iot":
+            sleep(seconds)
+        return app(environ, start_response)
+
+    return wsgi

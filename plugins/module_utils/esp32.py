@@ -11,7 +11,7 @@ a message that names the option at fault; main() turns it into fail_json. Inputs
 (load_regions, check_regions_fit, check_mac) before anything is written.
 
 esptool prints progress to stdout, where a module may only write its JSON result: during a
-session its logger is replaced by one that keeps the lines in memory.
+session its logger is replaced by a silent one.
 """
 
 import contextlib
@@ -57,35 +57,29 @@ def _esptool_errors():
     return (FatalError, serial.SerialException, OSError)
 
 
-class _KeptOutput(EspLogBase):
-    """esptool's logger during a session: lines kept in memory, nothing on stdout or stderr."""
-
-    def __init__(self):
-        self.lines = []
-
-    def _keep(self, prefix, args):
-        self.lines.append(prefix + " ".join(str(a) for a in args))
+class _Silent(EspLogBase):
+    """esptool's logger during a session: says nothing (what goes wrong comes back as FatalError)."""
 
     def print(self, *args, **kwargs):
-        self._keep("", args)
+        pass
 
     def note(self, *args):
-        self._keep("Note: ", args)
+        pass
 
     def hint(self, *args):
-        self._keep("Hint: ", args)
+        pass
 
     def warn(self, *args, suggestion=None):
-        self._keep("Warning: ", args)
+        pass
 
     def err(self, *args, suggestion=None):
-        self._keep("Error: ", args)
+        pass
 
     def warning(self, message, suggestion=None):
-        self.warn(message)
+        pass
 
     def error(self, message, suggestion=None):
-        self.err(message)
+        pass
 
     def debug(self, *args):
         pass
@@ -98,12 +92,11 @@ class _KeptOutput(EspLogBase):
 
 
 @contextlib.contextmanager
-def _kept_esptool_output():
+def _silent_esptool():
     previous = EspLog.instance
-    kept = _KeptOutput()
-    EspLog.instance = kept
+    EspLog.instance = _Silent()
     try:
-        yield kept
+        yield
     finally:
         EspLog.instance = previous
 
@@ -135,7 +128,8 @@ def _port_is_device(port):
 
 def _open_error(port, error):
     """A message for esptool's "Could not open PORT" (and pyserial's own errors)."""
-    text = str(error)
+    # esptool says "the port is busy or doesn't exist" whatever the cause; the cause follows it.
+    text = str(error).replace("the port is busy or doesn't exist", "")
     if re.search(r"Errno 2\b|No such file", text):
         return f"esp32_port: no device {port} on this host; is the board plugged in to this station?"
     if re.search(r"Connection refused|Errno 111\b", text):
@@ -157,23 +151,23 @@ def _connect_error(port, error):
     text = str(error)
     if isinstance(error, (serial.SerialException, OSError)) or text.startswith("Could not open"):
         return _open_error(port, error)
+    first_line = text.splitlines()[0].split("WARNING:")[0].strip() if text else ""
     if "Failed to connect" in text or "No serial data received" in text:
         return (
             f"esp32_port: no ESP32 boot loader answers on {port}. Is it an ESP32 board, in download mode "
-            f"(hold BOOT while pressing RESET), at this port? esptool said: {text.splitlines()[0]}"
+            f"(hold BOOT while pressing RESET), at this port? esptool said: {first_line}"
         )
     if "autodetect" in text or "Unexpected chip" in text:
-        return f"esp32_port: the device on {port} is not an ESP32 chip esptool knows: {text.splitlines()[0]}"
+        return f"esp32_port: the device on {port} is not an ESP32 chip esptool knows: {first_line}"
     return f"esp32_port: cannot connect to the board on {port}: {text}"
 
 
 class Esp32Board:
     """A connected board: the esptool loader (ROM or stub) and the port it was reached on."""
 
-    def __init__(self, esp, port, output):
+    def __init__(self, esp, port):
         self.esp = esp
         self.port = port
-        self.output = output
 
     @property
     def chip(self):
@@ -248,7 +242,7 @@ def esp32_session(port, stub=False, baud=None, connect_attempts=DEFAULT_CONNECT_
     """
     if _port_is_device(port) and not os.path.exists(port):
         raise Esp32Error(f"esp32_port: no device {port} on this host; is the board plugged in to this station?")
-    with _kept_esptool_output() as output:
+    with _silent_esptool():
         try:
             loader = detect_chip(port, connect_attempts=connect_attempts)
         except _esptool_errors() as e:
@@ -259,7 +253,7 @@ def esp32_session(port, stub=False, baud=None, connect_attempts=DEFAULT_CONNECT_
                     f"esp32_port: the board on {port} is an {loader.CHIP_NAME}; this collection supports "
                     f"{' and '.join(SUPPORTED_CHIPS)}."
                 )
-            board = Esp32Board(loader, port, output)
+            board = Esp32Board(loader, port)
             if stub:
                 board.esp = board._call("starting the flasher stub", run_stub, loader)
             if baud and baud != board.esp.get_baud():

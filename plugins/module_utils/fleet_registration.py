@@ -48,6 +48,25 @@ from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import update_certificate_status
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import update_thing
 
+# The IoT APIs a registration calls; each gets its own rate limit.
+REGISTRATION_APIS = (
+    "AddThingToThingGroup",
+    "AttachPolicy",
+    "AttachThingPrincipal",
+    "CreateCertificateFromCsr",
+    "CreateThing",
+    "DeleteCertificate",
+    "DescribeCertificate",
+    "DetachPolicy",
+    "DetachThingPrincipal",
+    "ListCertificates",
+    "ListTargetsForPolicy",
+    "ListThingPrincipals",
+    "ListThings",
+    "ListThingsInThingGroup",
+    "UpdateCertificate",
+    "UpdateThing",
+)
 CSR_FIX = "pass the PEM text of the board's CSR, e.g. the csr that iotfleet.aws.device_keys returns"
 
 

@@ -16,25 +16,34 @@ Standard library only: the sandbox and the benchmark import it without Ansible.
 import threading
 import time
 
-# AWS IoT Core's default quotas, requests per second, of the APIs iot_fleet_registration calls (AWS
-# General Reference, "AWS IoT Core endpoints and quotas", and Service Quotas, "iotcore ... API TPS").
+# AWS IoT Core's default quotas, requests per second (AWS General Reference, "AWS IoT Core endpoints
+# and quotas", and Service Quotas, "iotcore ... API TPS"), for the IoT APIs this collection calls.
 AWS_IOT_DEFAULT_RATES = {
     "AddThingToThingGroup": 100.0,
     "AttachPolicy": 15.0,
     "AttachThingPrincipal": 100.0,
     "CreateCertificateFromCsr": 15.0,
     "CreateThing": 100.0,
+    "CreateThingGroup": 25.0,
     "DeleteCertificate": 10.0,
+    "DeleteThing": 100.0,
     "DescribeCertificate": 10.0,
+    "DescribeThing": 350.0,
+    "DescribeThingGroup": 100.0,
     "DetachPolicy": 15.0,
     "DetachThingPrincipal": 100.0,
     "ListCertificates": 10.0,
+    "ListPrincipalThings": 10.0,
     "ListTargetsForPolicy": 10.0,
+    "ListThingGroups": 10.0,
+    "ListThingGroupsForThing": 100.0,
     "ListThingPrincipals": 10.0,
     "ListThings": 10.0,
     "ListThingsInThingGroup": 25.0,
+    "RemoveThingFromThingGroup": 100.0,
     "UpdateCertificate": 10.0,
     "UpdateThing": 100.0,
+    "UpdateThingGroup": 15.0,
 }
 
 # Error codes by which AWS says "too fast" (botocore's own list for the standard retry mode, short).

@@ -208,12 +208,25 @@ def verify_regions(board, regions):
             )
 
 
+def flash_result(board, thing, regions, written):
+    """The module result; `written` are the regions written (in check mode, that would be)."""
+    written_indexes = {region["index"] for region in written}
+    return dict(
+        changed=bool(written),
+        chip=board.chip,
+        mac=colon_mac(thing),
+        thing_name=thing,
+        regions=[region_result(region, region["index"] in written_indexes) for region in regions],
+        bytes_written=sum(region["size"] for region in written),
+    )
+
+
 def flash(module, regions):
     """Compare, then (unless in check mode) write what differs; return the module result."""
-    expected_mac = module.params["expected_mac"]
+    params = module.params
+    expected_mac = params["expected_mac"]
     if expected_mac is not None and normalize_mac(expected_mac) is None:
         raise Esp32Error(f"expected_mac: {expected_mac!r} is not a MAC address (12 hex digits, colons optional).")
-    params = module.params
     with esp32_session(params["esp32_port"], stub=params["stub"], baud=params["baud"]) as board:
         thing = check_mac(board, expected_mac) if expected_mac is not None else board.thing_name()
         size = board.flash_size_bytes()
@@ -223,33 +236,17 @@ def flash(module, regions):
             check_regions_fit(regions, size, board.port)
         to_write = differing_regions(board, regions)
         if module.check_mode:
-            written = to_write
-        else:
-            written = []
-            try:
-                for region in to_write:
-                    board.write(region["offset"], region["data"])
-                    written.append(region)
-                if params["verify"]:
-                    verify_regions(board, written)
-            except Esp32Error as e:
-                failed = dict(
-                    changed=bool(written),
-                    chip=board.chip,
-                    mac=colon_mac(thing),
-                    thing_name=thing,
-                    regions=[region_result(r, r in written) for r in regions],
-                    bytes_written=sum(r["size"] for r in written),
-                )
-                raise FlashFailed(str(e), failed) from e
-        return dict(
-            changed=bool(written),
-            chip=board.chip,
-            mac=colon_mac(thing),
-            thing_name=thing,
-            regions=[region_result(r, r in written) for r in regions],
-            bytes_written=sum(r["size"] for r in written),
-        )
+            return flash_result(board, thing, regions, to_write)
+        written = []
+        try:
+            for region in to_write:
+                board.write(region["offset"], region["data"])
+                written.append(region)
+            if params["verify"]:
+                verify_regions(board, written)
+        except Esp32Error as e:
+            raise FlashFailed(str(e), flash_result(board, thing, regions, written)) from e
+        return flash_result(board, thing, regions, written)
 
 
 def main():

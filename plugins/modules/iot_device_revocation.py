@@ -19,10 +19,10 @@ description:
     its persistent session discarded (iot-data C(DeleteConnection)). No live session is fine.
   - 4. every IoT policy is detached from those certificates, then the thing is detached from them,
     and the module waits until AWS has finished detaching (it detaches asynchronously).
-  - 5. the thing is added to O(quarantine_group) and removed from its other static thing groups, and
-    its attribute C(revoked_at) records when it was revoked (ISO 8601, UTC, for example
-    C(2025-01-31T12:00:00Z)). C(revoked_at) is written once per revocation, not on every run.
-  - With O(delete=true), step 5 is replaced by deleting the certificates, then the thing.
+  - 5. the thing is added to O(quarantine_group) and removed from its other static thing groups.
+  - 6. last, once everything else succeeded, its attribute C(revoked_at) records when it was revoked
+    (ISO 8601, UTC, for example C(2025-01-31T12:00:00Z)). It is written once per revocation, not on every run.
+  - With O(delete=true), steps 5 and 6 are replaced by deleting the certificates, then the thing.
   - A re-run changes nothing once a device is revoked. A device counts as newly revoked (RV(devices[].newly_revoked))
     when it had an C(ACTIVE) certificate or no C(revoked_at) attribute before the run; then, and only then,
     C(revoked_at) is (re)written.
@@ -34,7 +34,8 @@ description:
     with nothing changed (unless O(missing=ignore)). Devices are then revoked in a thread pool of
     O(max_workers), every AWS API paced by its own client-side token bucket at O(rate_limits). A
     device that fails does not stop the others; the module then fails naming each failed device, and a
-    re-run completes what is left.
+    re-run completes what is left. If only the session could not be dropped, the other steps are done
+    anyway, but not step 6, so the device still counts as newly revoked on the re-run.
 options:
   things:
     description:
@@ -201,7 +202,8 @@ devices:
           or C(deactivate_certificate ID), C(mark_revoked_in_devices_table), C(drop_session),
           C(detach_policy POLICY ID), C(detach_thing_principal ID), C(add_to_thing_group GROUP),
           C(remove_from_thing_group GROUP), C(set_revoked_at), C(delete_certificate ID), C(delete_thing).
-        - C(drop_session) is listed when a live session was closed (in check mode, when the device would be newly revoked).
+        - C(drop_session) is listed when a live session was closed (in check mode, when the device would be
+          newly revoked).
         - Empty when the device was already revoked.
       returned: always
       type: list
@@ -304,8 +306,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
@@ -457,15 +459,15 @@ def mark_device_revoked(client, table, device_id, revoked_at_ms):
 
 
 def now_text():
-    return datetime.now(timezone.utc).strftime(REVOKED_AT_FORMAT)
+    return datetime.now(UTC).strftime(REVOKED_AT_FORMAT)
 
 
 def epoch_ms(revoked_at):
     """The attribute's time in epoch milliseconds; an attribute in another format counts as now."""
     try:
-        moment = datetime.strptime(revoked_at, REVOKED_AT_FORMAT).replace(tzinfo=timezone.utc)
+        moment = datetime.strptime(revoked_at, REVOKED_AT_FORMAT).replace(tzinfo=UTC)
     except ValueError:
-        moment = datetime.now(timezone.utc)
+        moment = datetime.now(UTC)
     return int(moment.timestamp() * 1000)
 
 
@@ -522,10 +524,10 @@ class Revocation:
 
     # Writing, one device at a time.
 
-    def write(self, result, step, call, *args):
+    def write(self, result, step, call, *args, **kwargs):
         """Make one write (not in check mode) and record it as done."""
         if not self.check_mode:
-            call(*args)
+            call(*args, **kwargs)
         result.steps.append(step)
 
     def revoke(self, thing):
@@ -554,15 +556,21 @@ class Revocation:
             step = "mark_revoked_in_devices_table"
             self.write(result, step, mark_device_revoked, self.dynamodb, table, name, epoch_ms(result.revoked_at))
         result.devices_table_status = "revoked" if has_row else None
-        self.drop_session(name, result)
+        session_error = self.drop_session(name, result)
         self.detach(name, certificates, result)
+        if not self.params["delete"]:
+            result.thing_groups = self.ensure_quarantine(name, groups, result)
+        if session_error:
+            # The device cannot connect again, but it may still be connected: it is not done, so
+            # neither revoked_at (which ends a revocation) nor the deletion happens before a re-run.
+            raise DeviceFailure(f"{session_error}. Every other step was done; run again to drop the session.")
         if self.params["delete"]:
             for cert in certificates:
-                self.write(result, f"delete_certificate {cert.certificate_id}", delete_certificate, self.iot, cert.certificate_id)
+                step = f"delete_certificate {cert.certificate_id}"
+                self.write(result, step, delete_certificate, self.iot, cert.certificate_id)
             self.write(result, "delete_thing", delete_thing, self.iot, name)
             result.after = {}
             return
-        result.thing_groups = self.ensure_quarantine(name, groups, result)
         self.ensure_revoked_at(thing, result)
         result.after = self.view(certificates, result.thing_groups, result.revoked_at, result.devices_table_status)
 
@@ -595,16 +603,21 @@ class Revocation:
             cert.status_after = target
 
     def drop_session(self, name, result):
+        """Close the device's live session; returns why that failed, or None."""
         if not self.params["drop_sessions"]:
-            return
+            return None
         if self.check_mode:
             # Whether a session is live is only known by closing it; a device whose certificates are
             # no longer ACTIVE and already carries revoked_at cannot have opened one since.
             if result.newly_revoked:
                 result.steps.append("drop_session")
-            return
-        if delete_connection(self.data, name):
-            result.steps.append("drop_session")
+            return None
+        try:
+            if delete_connection(self.data, name):
+                result.steps.append("drop_session")
+        except AnsibleAWSError as e:
+            return error_text(e)
+        return None
 
     def detach(self, name, certificates, result):
         for cert in certificates:
@@ -660,19 +673,180 @@ class Revocation:
                 f"give the thing a thing type, then run again."
             )
         payload = dict(attributes={REVOKED_AT: result.revoked_at}, merge=True)
-        self.write(result, "set_revoked_at", update_thing, self.iot, thing["thingName"], "attributePayload", payload)
+        self.write(result, "set_revoked_at", update_thing, self.iot, thing["thingName"], attributePayload=payload)
 
     def run(self, names, max_workers):
         """Look every thing up, then revoke the existing ones; returns (DeviceResults in order, missing names)."""
         with ThreadPoolExecutor(max_workers=max_workers) as pool:
             things = list(pool.map(lambda name: describe_thing(self.iot, name), names))
-        missing = [name for name, thing in zip(names, things) if thing is None]
+        missing = [name for name, thing in zip(names, things, strict=True) if thing is None]
         if missing and self.params["missing"] == "fail":
             return None, missing
+        existing = [thing for thing in things if thing is not None]
         with ThreadPoolExecutor(max_workers=max_workers) as pool:
-            revoked = dict(zip(
-                [t["thingName"] for t in things if t is not None],
-                pool.map(self.revoke, [t for t in things if t is not None]),
-            ))
-        results = [revoked.get(name) or DeviceResult(name, missing=True) for name in names]
-        return results, missing
+            results = pool.map(self.revoke, existing)
+            revoked = {thing["thingName"]: result for thing, result in zip(existing, results, strict=True)}
+        return [revoked.get(name) or DeviceResult(name, missing=True) for name in names], missing
+
+
+# Checks before any AWS call, then before any write.
+
+
+def unique_names(module):
+    names = list(dict.fromkeys(module.params["things"]))
+    for name in names:
+        validate_name(module, "things", name, THING_NAME_RE, "thing name")
+    return names
+
+
+def rate_limits(module):
+    rates = dict(DEFAULT_RATES)
+    for api, rate in module.params["rate_limits"].items():
+        if api not in DEFAULT_RATES:
+            module.fail_json(msg=f"rate_limits: {api!r} is not an API this module calls; use one of {sorted(rates)}.")
+        try:
+            rate = float(rate)
+        except (TypeError, ValueError):
+            rate = 0.0
+        if rate <= 0:
+            module.fail_json(msg=f"rate_limits.{api}: {module.params['rate_limits'][api]!r} is not a positive number.")
+        rates[api] = rate
+    return rates
+
+
+def validate(module):
+    params = module.params
+    validate_name(module, "quarantine_group", params["quarantine_group"], GROUP_NAME_RE, "thing group name")
+    if not 1 <= params["max_workers"] <= MAX_WORKERS:
+        module.fail_json(msg=f"max_workers: must be between 1 and {MAX_WORKERS}, got {params['max_workers']}.")
+    if params["wait_timeout"] < 0:
+        module.fail_json(msg="wait_timeout: must be 0 or more seconds.")
+    return unique_names(module)
+
+
+def check_setup(module, iot, dynamodb):
+    params = module.params
+    group = params["quarantine_group"]
+    if not params["delete"]:
+        described = describe_thing_group(iot, group)
+        if described is None:
+            module.fail_json(
+                msg=(
+                    f"quarantine_group: no thing group {group!r} in this account/region; create it first "
+                    f"(playbooks/cloud.yml, or iotfleet.aws.iot_thing_group). Nothing was changed."
+                )
+            )
+        if described.get("queryString"):
+            module.fail_json(
+                msg=f"quarantine_group: {group!r} is a dynamic thing group; things can only be moved to a static one."
+            )
+    table = params["devices_table"]
+    if table and describe_table(dynamodb, table) is None:
+        module.fail_json(
+            msg=(
+                f"devices_table: no DynamoDB table {table!r} in this account/region. Leave the option out when the "
+                f"backend is not deployed. Nothing was changed."
+            )
+        )
+
+
+def data_plane_client(module, iot, config):
+    """The iot-data client: data_endpoint, else endpoint_url, else the account's iot:Data-ATS endpoint."""
+    endpoint = module.params["data_endpoint"]
+    if not endpoint:
+        _region, endpoint, _connection = get_aws_connection_info(module)
+    if not endpoint:
+        endpoint = "https://" + describe_endpoint(iot, "iot:Data-ATS")
+    return module.client("iot-data", retry_decorator=iot_retry_decorator(), endpoint=endpoint, config=config)
+
+
+def missing_message(missing):
+    return (
+        f"things: no thing named {', '.join(missing)} in this account/region; nothing was changed. Check the names "
+        f"(a board's thing name is its base MAC address, 12 upper-case hex digits), or set missing=ignore to revoke "
+        f"the others and report these as missing (a thing deleted by an earlier run with delete=true is missing too)."
+    )
+
+
+def summarize(results, seconds, limiter):
+    present = [r for r in results if not r.missing]
+    calls = limiter.summary()
+    return dict(
+        devices=len(results),
+        newly_revoked=sum(1 for r in present if r.newly_revoked and r.error is None),
+        changed=sum(1 for r in present if r.changed and r.error is None),
+        unchanged=sum(1 for r in present if not r.changed and r.error is None),
+        missing=len(results) - len(present),
+        failed=sum(1 for r in present if r.error is not None),
+        seconds=round(seconds, 3),
+        api_calls=calls["calls"],
+        throttled=calls["throttled"],
+    )
+
+
+def main():
+    argument_spec = dict(
+        things=dict(type="list", elements="str", required=True),
+        certificate_status=dict(type="str", default="REVOKED", choices=["REVOKED", "INACTIVE"]),
+        quarantine_group=dict(type="str", required=True),
+        missing=dict(type="str", default="fail", choices=["fail", "ignore"]),
+        delete=dict(type="bool", default=False),
+        drop_sessions=dict(type="bool", default=True),
+        data_endpoint=dict(type="str"),
+        devices_table=dict(type="str"),
+        rate_limits=dict(type="dict", default={}),
+        max_workers=dict(type="int", default=16),
+        wait_timeout=dict(type="int", default=60),
+    )
+    module = IoTModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    names = validate(module)
+    limiter = RateLimiter(rate_limits(module))
+    # One HTTP connection per worker, and a few spare.
+    config = dict(max_pool_connections=params["max_workers"] + 4)
+    iot = module.client("iot", retry_decorator=iot_retry_decorator(), config=config)
+    limiter.install(iot)
+    dynamodb = None
+    if params["devices_table"]:
+        dynamodb = module.client("dynamodb", retry_decorator=AWSRetry.jittered_backoff(), config=config)
+        limiter.install(dynamodb, service="dynamodb")
+    started = time.monotonic()
+    try:
+        check_setup(module, iot, dynamodb)
+        data = None
+        if params["drop_sessions"] and not module.check_mode:
+            data = data_plane_client(module, iot, config)
+            limiter.install(data, service=DATA_PLANE_EVENT_SERVICE)
+        revocation = Revocation(iot, params, module.check_mode, data=data, dynamodb=dynamodb)
+        results, missing = revocation.run(names, params["max_workers"])
+    except AnsibleAWSError as e:
+        module.fail_json_aws_error(e)
+    if results is None:
+        module.fail_json(msg=missing_message(missing), missing=missing)
+
+    result = dict(
+        changed=any(r.changed for r in results),
+        devices=[r.as_dict() for r in results],
+        summary=summarize(results, time.monotonic() - started, limiter),
+    )
+    if module._diff:
+        changed = [r for r in results if r.changed]
+        result["diff"] = dict(
+            before={r.thing_name: r.before for r in changed},
+            after={r.thing_name: r.after for r in changed},
+        )
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        details = "; ".join(f"{r.thing_name}: {r.error}" for r in failed)
+        module.fail_json(
+            msg=(
+                f"{len(failed)} of {len(results)} devices could not be revoked completely (the others were; a re-run "
+                f"completes them): {details}"
+            ),
+            **result,
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

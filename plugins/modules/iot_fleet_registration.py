@@ -299,6 +299,7 @@ summary:
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.iotfleet.aws.plugins.module_utils.device_identity import HAS_CRYPTOGRAPHY
+from ansible_collections.iotfleet.aws.plugins.module_utils.fleet_registration import REGISTRATION_APIS
 from ansible_collections.iotfleet.aws.plugins.module_utils.fleet_registration import FleetInputError
 from ansible_collections.iotfleet.aws.plugins.module_utils.fleet_registration import FleetRegistration
 from ansible_collections.iotfleet.aws.plugins.module_utils.fleet_registration import FleetSetupError
@@ -332,9 +333,9 @@ def refuse_private_keys(module):
 
 
 def rate_limits(module):
-    rates = dict(AWS_IOT_DEFAULT_RATES)
+    rates = {api: AWS_IOT_DEFAULT_RATES[api] for api in REGISTRATION_APIS}
     for api, rate in module.params["rate_limits"].items():
-        if api not in AWS_IOT_DEFAULT_RATES:
+        if api not in rates:
             module.fail_json(msg=f"rate_limits: {api!r} is not an API this module calls; use one of {sorted(rates)}.")
         try:
             rate = float(rate)

@@ -332,3 +332,13 @@ def test_revert_restores_motos_invoke(lam):
     moto_ext.revert()
     assert LambdaFunction.invoke is not ext_lambda.invoke
     assert "invoke" in LambdaFunction.__dict__
+
+
+def test_dead_letter_config_is_kept_and_returned(lam):
+    queue = "arn:aws:sqs:eu-north-1:123456789012:failures"
+    assert "DeadLetterConfig" not in lam.get_function_configuration(FunctionName="sensor")
+
+    lam.update_function_configuration(FunctionName="sensor", DeadLetterConfig={"TargetArn": queue})
+
+    assert lam.get_function_configuration(FunctionName="sensor")["DeadLetterConfig"] == {"TargetArn": queue}
+    assert lam.get_function(FunctionName="sensor")["Configuration"]["DeadLetterConfig"] == {"TargetArn": queue}

@@ -53,7 +53,7 @@ def test_operation_from_method_and_path(matcher, method, path, operation):
 
 
 def test_the_sandbox_plays_the_quotas_the_collection_obeys():
-    assert {api: throttle.AWS_IOT_RATES.get(api) for api in AWS_IOT_DEFAULT_RATES} == AWS_IOT_DEFAULT_RATES
+    assert throttle.AWS_IOT_RATES == AWS_IOT_DEFAULT_RATES
 
 
 class Clock:
@@ -211,6 +211,7 @@ def test_up_throttle_on_a_sandbox_that_does_not_throttle_says_so(server):
 def test_registration_with_limits_above_the_quota_is_throttled_retried_and_completes(throttled):
     """The limiter set too high on purpose: the server throttles, the retries absorb it, nothing fails."""
     from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
+
     from ansible_collections.iotfleet.aws.plugins.module_utils.fleet_registration import FleetRegistration
     from ansible_collections.iotfleet.aws.plugins.module_utils.fleet_registration import build_specs
     from ansible_collections.iotfleet.aws.plugins.module_utils.iot import iot_retry_decorator
@@ -230,3 +231,25 @@ def test_registration_with_limits_above_the_quota_is_throttled_retried_and_compl
     assert all(r.issued_certificate for r in results)
     assert sum(limiter.summary()["throttled"].values()) > 0
     assert len(setup.list_targets_for_policy(policyName="throttled_device")["targets"]) == 40
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 0.0), ("", 0.0), ("50", 0.05), ("2.5", 0.0025)])
+def test_latency_from_env(value, seconds):
+    environ = {} if value is None else {throttle.LATENCY_ENV: value}
+    assert throttle.latency_from_env(environ) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["fast", "-1"])
+def test_latency_from_env_refuses_nonsense(value):
+    with pytest.raises(SystemExit, match=throttle.LATENCY_ENV):
+        throttle.latency_from_env({throttle.LATENCY_ENV: value})
+
+
+def test_delay_applies_to_iot_requests_only():
+    sleeps = []
+    app = throttle.delayed(backend, 0.05, sleep=sleeps.append)
+
+    call(app, "GET", "/things")
+    call(app, "GET", "/things", auth=DYNAMODB_AUTH)
+
+    assert sleeps == [0.05]

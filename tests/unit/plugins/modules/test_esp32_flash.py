@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from ansible_collections.iotfleet.aws.plugins.module_utils import esp32
 from ansible_collections.iotfleet.aws.plugins.modules import esp32_flash
 from tests.unit.sandbox.esp32_helpers import ESP32_MAC
 from tests.unit.sandbox.esp32_helpers import ESP32C3
@@ -244,3 +245,21 @@ def test_not_a_supported_chip(boards, run_device_module, images):
     assert failure(run_device_module, server, args) == (
         f"esp32_port: the board on {server.url} is an ESP32-C3; this collection supports ESP32 and ESP32-S3."
     )
+
+
+def test_a_failed_write_reports_what_was_written(boards, run_device_module, images, monkeypatch):
+    server = boards.start()
+    original = esp32.Esp32Board.write
+
+    def write_then_fail(board, offset, data):
+        if offset == FS_OFFSET:
+            raise esp32.Esp32Error(f"writing 0x{len(data):x} bytes at 0x{offset:x} on the board failed: unplugged")
+        original(board, offset, data)
+
+    monkeypatch.setattr(esp32.Esp32Board, "write", write_then_fail)
+    result = run_device_module(esp32_flash, {"esp32_port": server.url, "regions": regions(images)}, expect_failure=True)
+
+    assert result["msg"].endswith("failed: unplugged")
+    assert result["changed"] is True
+    assert [r["written"] for r in result["regions"]] == [True, False]
+    assert result["bytes_written"] == len(images["firmware"][1])

@@ -1,8 +1,11 @@
 """esp32_info against virtual boards, with the real esptool."""
 
+import os
+import pty
 import socket
 
 import pytest
+import serial
 
 from ansible_collections.iotfleet.aws.plugins.module_utils import esp32
 from ansible_collections.iotfleet.aws.plugins.modules import esp32_info
@@ -26,10 +29,12 @@ def run_device_module(monkeypatch):
     return device_module_runner(monkeypatch)
 
 
-def test_reads_an_esp32_s3(boards, run_device_module):
+def test_reads_an_esp32_s3(boards, run_device_module, capsys):
     server = boards.start(chip="esp32s3", mac=S3_MAC, flash_size="8MB")
 
     result = run_device_module(esp32_info, {"esp32_port": server.url})
+
+    assert capsys.readouterr() == ("", "")  # esptool's progress must not reach a module's stdout
 
     assert result == {
         "changed": False,
@@ -78,6 +83,18 @@ def test_busy_port(boards, run_device_module):
     with socket.create_connection(("127.0.0.1", server.port)):  # another program holds the port
         result = run_device_module(esp32_info, {"esp32_port": server.url}, expect_failure=True)
     assert result["msg"].startswith(f"esp32_port: {server.url} is busy")
+
+
+def test_busy_serial_device(run_device_module):
+    master, slave = pty.openpty()
+    device = os.ttyname(slave)
+    try:
+        with serial.Serial(device, exclusive=True):  # a serial monitor holds it
+            result = run_device_module(esp32_info, {"esp32_port": device}, expect_failure=True)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert result["msg"].startswith(f"esp32_port: {device} is busy: another program holds it")
 
 
 def test_unsupported_chip(boards, run_device_module):
