@@ -19,6 +19,18 @@ library on the controller, only a tokenizer of the GraphQL lexical grammar.
 import json
 import re
 
+try:
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+except ImportError:
+    pass  # AnsibleAWSModule reports the missing library.
+
+from urllib.error import HTTPError
+from urllib.error import URLError
+
+from ansible.module_utils.urls import open_url
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
@@ -412,3 +424,51 @@ def update_api_key_description(client, api_id, key_id, description):
 def delete_api_key(client, api_id, key_id):
     client.delete_api_key(apiId=api_id, id=key_id, aws_retry=True)
     return True
+
+
+# GraphQL operations against a deployed API, signed like any AWS call (IAM auth).
+
+
+def signed_graphql_request(module, url, document, variables, operation_name=None):
+    """POST one GraphQL operation to `url`, signed with SigV4 by the module's AWS credentials.
+
+    Returns the decoded response body ({"data": ..., "errors": [...]}) or raises ValueError with
+    the HTTP status and body when the endpoint does not answer with GraphQL.
+    """
+    body = {"query": document, "variables": variables or {}}
+    if operation_name:
+        body["operationName"] = operation_name
+    payload = json.dumps(body)
+    region, _endpoint, connection = get_aws_connection_info(module)
+    session = boto3.session.Session(
+        profile_name=connection.get("profile_name"),
+        aws_access_key_id=connection.get("aws_access_key_id"),
+        aws_secret_access_key=connection.get("aws_secret_access_key"),
+        aws_session_token=connection.get("aws_session_token"),
+    )
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise ValueError("no AWS credentials found to sign the GraphQL request; set a profile or access keys")
+    request = AWSRequest(method="POST", url=url, data=payload, headers={"Content-Type": "application/json"})
+    SigV4Auth(credentials.get_frozen_credentials(), "appsync", region).add_auth(request)
+    try:
+        response = open_url(url, data=payload, headers=dict(request.headers.items()), method="POST", timeout=30)
+        text = response.read()
+    except HTTPError as e:
+        text = e.read()
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError(f"GraphQL endpoint {url} answered HTTP {e.code}: {text[:500]!r}") from None
+    except (URLError, OSError) as e:
+        raise ValueError(f"GraphQL endpoint {url} is unreachable: {e}") from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValueError(f"GraphQL endpoint {url} did not answer JSON: {text[:500]!r}") from None
+
+
+def is_mutation(document):
+    """Whether the first operation of a GraphQL document is a mutation."""
+    tokens = [value for kind, value in _tokens(document) if kind == "name"]
+    return bool(tokens) and tokens[0] == "mutation"
