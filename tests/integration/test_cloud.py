@@ -38,12 +38,6 @@ def test_check_mode_on_converged_stack_changes_nothing(converged, playbook):
     assert check.changed == 0, check.output
 
 
-def test_site_yml_is_converged_too(converged, playbook):
-    run = playbook("site.yml")
-    assert run.returncode == 0, run.output
-    assert run.changed == 0, run.output
-
-
 def test_device_policy_is_rendered_for_this_account_and_region(converged, aws_client):
     iot = aws_client("iot")
     policy = iot.get_policy(policyName="iotfleet_device_policy")
@@ -76,18 +70,22 @@ def test_rules_have_the_design_sql_and_an_error_action(converged, aws_client):
     assert groups[0]["retentionInDays"] == 30
 
 
-def test_rule_actions_are_wired_by_variables(playbook, aws_client):
-    function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:wired_CoreTelemetry"
-    actions = json.dumps([{"lambda": {"functionArn": function}}])
-    wired = playbook(
-        "playbooks/cloud.yml", "-e", "iotfleet_prefix=wired", "-e", f'{{"iot_core_telemetry_actions": {actions}}}'
+def test_rules_invoke_the_backend_functions(converged, aws_client):
+    iot = aws_client("iot")
+    function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:iotfleet_"
+    telemetry = iot.get_topic_rule(ruleName="iotfleet_telemetry")["rule"]["actions"]
+    presence = iot.get_topic_rule(ruleName="iotfleet_presence")["rule"]["actions"]
+    assert telemetry == [{"lambda": {"functionArn": function + "CoreTelemetry"}}]
+    assert presence == [
+        {"lambda": {"functionArn": function + "CoreStatus"}},
+        {"lambda": {"functionArn": function + "DiscordWebhook"}},
+    ]
+    policy = json.loads(aws_client("lambda").get_policy(FunctionName="iotfleet_CoreTelemetry")["Policy"])
+    (statement,) = policy["Statement"]
+    assert statement["Principal"] == {"Service": "iot.amazonaws.com"}
+    assert (
+        statement["Condition"]["ArnLike"]["AWS:SourceArn"] == f"arn:aws:iot:{REGION}:{ACCOUNT}:rule/iotfleet_telemetry"
     )
-    assert wired.returncode == 0, wired.output
-    rule = aws_client("iot").get_topic_rule(ruleName="wired_telemetry")["rule"]
-    assert rule["actions"] == [{"lambda": {"functionArn": function}}]
-    unwired = playbook("playbooks/cloud.yml", "-e", "iotfleet_prefix=wired")
-    assert unwired.returncode == 0, unwired.output
-    assert aws_client("iot").get_topic_rule(ruleName="wired_telemetry")["rule"]["actions"] == []
 
 
 def test_bad_prefix_is_refused_before_anything_is_created(playbook, aws_client):
@@ -95,6 +93,7 @@ def test_bad_prefix_is_refused_before_anything_is_created(playbook, aws_client):
     assert run.returncode != 0
     assert "iotfleet_prefix" in run.output
     assert not [p for p in aws_client("iot").list_policies()["policies"] if p["policyName"].startswith("bad-prefix")]
+    assert not [t for t in aws_client("dynamodb").list_tables()["TableNames"] if t.startswith("bad-prefix")]
 
 
 def test_seven_policy_updates_keep_at_most_five_versions(playbook, aws_client):
