@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Registering N devices: the collection's code path against a plain boto3 loop, on the sandbox.
 
 Run from the repository root with the project's venv:
@@ -46,6 +45,7 @@ from ansible_collections.iotfleet.aws.plugins.module_utils.fleet_registration im
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import iot_retry_decorator  # noqa: E402
 from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import AWS_IOT_DEFAULT_RATES  # noqa: E402
 from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import RateLimiter  # noqa: E402
+from sandbox.settings import APPSYNC_PORT_ENV  # noqa: E402
 from sandbox.settings import HEALTH_PATH  # noqa: E402
 from sandbox.throttle import LATENCY_ENV  # noqa: E402
 from sandbox.throttle import STATS_PATH  # noqa: E402
@@ -59,17 +59,22 @@ POLICY_DOCUMENT = json.dumps(
 BOUNDING_API = "CreateCertificateFromCsr"
 
 
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class Sandbox:
-    """A private sandbox on a free port, started and stopped through `python -m sandbox`."""
+    """A private sandbox on free ports, started and stopped through `python -m sandbox`."""
 
     def __init__(self, throttle, latency_ms):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.state_dir = tempfile.mkdtemp(prefix="iotfleet-bench-")
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.throttle = throttle
-        self.env = dict(os.environ, **{LATENCY_ENV: str(latency_ms)})
+        # `up` also starts the AppSync simulator; give it a free port of its own.
+        self.env = dict(os.environ, **{LATENCY_ENV: str(latency_ms), APPSYNC_PORT_ENV: str(free_port())})
 
     def cli(self, *command):
         argv = [sys.executable, "-m", "sandbox", "--state-dir", self.state_dir, "--port", str(self.port), *command]
@@ -78,6 +83,7 @@ class Sandbox:
     def __enter__(self):
         result = self.cli("up", *(["--throttle"] if self.throttle else []))
         if result.returncode != 0:
+            self.cli("down")
             raise SystemExit(f"sandbox did not start:\n{result.stdout}{result.stderr}")
         return self
 

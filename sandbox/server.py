@@ -64,6 +64,7 @@ def main(argv=None) -> None:
     # The sandbox's own endpoints (AppSync simulator config, Amplify zip upload) in front of moto.
     app = moto_ext.routes(DomainDispatcherApplication(create_backend_app))
     # Opt-in: ThrottlingException above AWS IoT's default API rates (sandbox/throttle.py).
+    app = throttle.one_iot_request_at_a_time(app)
     throttling = throttle.from_env()
     if throttling is not None:
         app = throttling.wrap(app)

@@ -12,6 +12,9 @@ scope of the Authorization header.
 
 `GET /iotfleet-sandbox/throttle` returns the mode, the rates and the counts per operation.
 
+Always on: IoT requests are handled one at a time (`one_iot_request_at_a_time`), because moto's IoT
+backend is not thread-safe (see there).
+
 Also opt-in, for benchmarks: IOTFLEET_SANDBOX_LATENCY_MS=N delays every IoT request by N ms, a stand-in
 for the round trip to AWS that a local server does not have (a sequential client pays it per call,
 a parallel one does not).
@@ -211,5 +214,30 @@ def delayed(app, seconds: float, sleep=time.sleep):
         if signing_service(environ) == "iot":
             sleep(seconds)
         return app(environ, start_response)
+
+    return wsgi
+
+
+def one_iot_request_at_a_time(app):
+    """`app`, handling IoT requests under one lock.
+
+    moto 5.2.5's IoT backend iterates its dicts without a lock (e.g. `_get_principal` over every
+    certificate): under concurrent requests, a CreateCertificateFromCsr in one thread makes an
+    AttachPolicy in another fail with "OrderedDict mutated during iteration" (HTTP 500; seen 5 times
+    in 5,000 requests from 16 threads). Its work is CPU-bound under the GIL anyway, so the lock costs
+    little; requests to other services are not serialized.
+    """
+    lock = threading.Lock()
+
+    def wsgi(environ, start_response):
+        if signing_service(environ) != "iot":
+            return app(environ, start_response)
+        with lock:
+            answer = app(environ, start_response)
+            try:
+                return list(answer)
+            finally:
+                if hasattr(answer, "close"):
+                    answer.close()
 
     return wsgi

@@ -58,7 +58,7 @@ class IoTModule(AnsibleAWSModule):
 
     def iot_client(self, service="iot"):
         """A client whose calls retry throttling with jittered backoff when given aws_retry=True."""
-        return self.client(service, retry_decorator=AWSRetry.jittered_backoff(retries=10, delay=1, max_delay=30))
+        return self.client(service, retry_decorator=iot_retry_decorator())
 
 
 def validate_name(module, option, value, pattern, what):

@@ -21,9 +21,10 @@ description:
   - A certificate already attached to the thing is reused when it is ACTIVE and its public key
     (SubjectPublicKeyInfo) equals the CSR's; otherwise a new one is issued from the CSR
     (CreateCertificateFromCsr). The private key never reaches this module or AWS.
-  - When a new certificate is issued for a thing, its other ACTIVE certificates for another key
-    (all others, with O(rotate)) are retired at the end of the device's run - set INACTIVE, then
-    O(policy_name) detached, then the thing detached. They are kept (not deleted) for the audit trail.
+  - The thing's other ACTIVE certificates for another key than the CSR's (all others, with O(rotate))
+    are retired once its certificate is in place - set INACTIVE, then O(policy_name) detached, then the
+    thing detached. They are kept (not deleted) for the audit trail. A board still flashed with the old
+    key cannot connect until it is flashed with its new credentials.
   - A REVOKED certificate is never reactivated, and no certificate is ever issued again for a key
     whose certificate was REVOKED. A key whose certificate is INACTIVE (for example deactivated by a
     revocation) gets a new certificate only when the thing is listed in O(rotate).

@@ -200,7 +200,7 @@ def test_check_mode_reports_changes_and_deletes_nothing(check_run):
 
 
 def test_destroy_leaves_nothing_with_the_prefix(destroyed, stack, aws_client):
-    run, _ = destroyed
+    run, _before = destroyed
     assert run.returncode == 0, run.output
     assert run.changed > 0, run.output
     left = stack_resources(aws_client, stack)

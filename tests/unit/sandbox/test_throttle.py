@@ -1,6 +1,7 @@
 """The sandbox's opt-in throttling: operation matching, the middleware, and a throttling server."""
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -253,3 +254,28 @@ def test_delay_applies_to_iot_requests_only():
     call(app, "GET", "/things", auth=DYNAMODB_AUTH)
 
     assert sleeps == [0.05]
+
+
+def test_iot_requests_are_handled_one_at_a_time():
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def slow(environ, start_response):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.01)
+        with guard:
+            inside[0] -= 1
+        start_response("200 OK", [])
+        return [b"{}"]
+
+    app = throttle.one_iot_request_at_a_time(slow)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _n: call(app, "GET", "/things"), range(16)))
+    assert most[0] == 1
+
+    most[0] = 0
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _n: call(app, "GET", "/things", auth=DYNAMODB_AUTH), range(16)))
+    assert most[0] > 1

@@ -6,7 +6,7 @@ def make_thing(iot, name, groups=(), certificates=0):
     for group in groups:
         iot.add_thing_to_thing_group(thingGroupName=group, thingName=name)
     arns = []
-    for _ in range(certificates):
+    for _index in range(certificates):
         arn = iot.create_keys_and_certificate(setAsActive=True)["certificateArn"]
         iot.attach_thing_principal(thingName=name, principal=arn)
         arns.append(arn)
