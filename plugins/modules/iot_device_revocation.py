@@ -84,7 +84,8 @@ options:
     default: true
   data_endpoint:
     description:
-      - The iot-data endpoint for C(DeleteConnection), for example C(https://a1b2c3d4e5f6g7-ats.iot.eu-north-1.amazonaws.com).
+      - The iot-data endpoint for C(DeleteConnection), for example
+        C(https://a1b2c3d4e5f6g7-ats.iot.eu-north-1.amazonaws.com).
       - By default O(endpoint_url) when it is set (a local stand-in serves every API on one address), otherwise
         C(https://) and the account's C(iot:Data-ATS) endpoint (DescribeEndpoint).
     type: str
@@ -93,8 +94,17 @@ options:
       - Name of the backend's DynamoDB devices table (by the iotfleet roles, C(<prefix>_devices)). When given, each
         device's row gets C(status=revoked) and, unless it has one, C(revoked_at) (epoch milliseconds), the way the
         backend's GraphQL mutation C(revokeDevice) writes them. A device without a row is left without one.
-      - The table must exist. Leave it out when the backend is not deployed.
+      - Leave it out when the backend is not deployed; see O(devices_table_missing) for a table that may not exist yet.
     type: str
+  devices_table_missing:
+    description:
+      - What to do when O(devices_table) does not exist.
+      - With V(fail), the module fails before anything is written.
+      - With V(ignore), the backend counts as not deployed - nothing is written to a table, and RV(devices_table) is
+        null. This is how playbooks/revoke.yml finds out whether the backend is deployed, without a task of its own.
+    type: str
+    default: fail
+    choices: [fail, ignore]
   rate_limits:
     description:
       - Requests per second per AWS API, over the defaults. The defaults are AWS's default quotas as the
@@ -230,7 +240,8 @@ devices:
       elements: str
       sample: ["iotfleet_quarantine"]
     devices_table_status:
-      description: The device's status in O(devices_table) after the run; null without the option or a row.
+      description:
+        - The device's status in the devices table after the run; null without a table (RV(devices_table)) or a row.
       returned: always
       type: str
       sample: revoked
@@ -249,6 +260,13 @@ devices:
       returned: when RV(devices[].failed=true)
       type: str
       sample: "Failed to detach the IoT policy: ..."
+devices_table:
+  description:
+    - The devices table that was written (in check mode, would be); null without O(devices_table), or when it does not
+      exist and O(devices_table_missing=ignore).
+  returned: always
+  type: str
+  sample: iotfleet_devices
 summary:
   description: Counts over all devices, the AWS requests made per API and the time taken.
   returned: always
@@ -368,6 +386,8 @@ REVOKED_AT = "revoked_at"
 REVOKED_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # AWS lets a thing without a thing type have at most this many attributes.
 MAX_ATTRIBUTES_WITHOUT_TYPE = 3
+# BatchGetItem takes at most this many keys a call.
+BATCH_GET_LIMIT = 100
 STATUS_STEP = {"REVOKED": "revoke_certificate", "INACTIVE": "deactivate_certificate"}
 # Seconds between two looks at a certificate's things while waiting for the detachment.
 DETACH_POLL_INTERVAL = 1
@@ -382,8 +402,8 @@ class Certificate:
     certificate_id: str
     certificate_arn: str
     status_before: str
-    policies: list
     status_after: str = None
+    policies: list = field(default_factory=list)
 
     def __post_init__(self):
         self.status_after = self.status_before
@@ -438,10 +458,26 @@ def describe_table(client, name):
     return client.describe_table(TableName=name, aws_retry=True)["Table"]
 
 
-@DynamoDBErrorHandler.common_error_handler("read the device's row in the devices table")
-def get_device_row(client, table, device_id):
-    key = {"device_id": {"S": device_id}}
-    return client.get_item(TableName=table, Key=key, ConsistentRead=True, aws_retry=True).get("Item")
+@DynamoDBErrorHandler.common_error_handler("read the devices' rows in the devices table")
+def get_device_statuses(client, table, device_ids):
+    """device_id -> status for the devices that have a row (status None when the row has none)."""
+    statuses = {}
+    for start in range(0, len(device_ids), BATCH_GET_LIMIT):
+        request = {
+            table: dict(
+                Keys=[{"device_id": {"S": device_id}} for device_id in device_ids[start : start + BATCH_GET_LIMIT]],
+                ConsistentRead=True,
+                ProjectionExpression="#device_id, #status",
+                ExpressionAttributeNames={"#device_id": "device_id", "#status": "status"},
+            )
+        }
+        while request:
+            answer = client.batch_get_item(RequestItems=request, aws_retry=True)
+            for row in answer["Responses"].get(table, []):
+                statuses[row["device_id"]["S"]] = row.get("status", {}).get("S")
+            # Keys DynamoDB did not get to (throughput); asked again, as its documentation says.
+            request = answer.get("UnprocessedKeys") or {}
+    return statuses
 
 
 @DynamoDBErrorHandler.common_error_handler("mark the device revoked in the devices table")
@@ -480,19 +516,21 @@ def error_text(e):
 class Revocation:
     """Revokes things; `iot` (and `data`, `dynamodb` when used) are retrying clients with a RateLimiter installed."""
 
-    def __init__(self, iot, params, check_mode, data=None, dynamodb=None):
+    def __init__(self, iot, params, check_mode, data=None, dynamodb=None, devices_table=None):
         self.iot = iot
         self.data = data
         self.dynamodb = dynamodb
+        self.devices_table = devices_table
         self.params = params
         self.check_mode = check_mode
+        self.table_statuses = {}
         self._dynamic_groups = {}
         self._groups_lock = threading.Lock()
 
     # Reading.
 
     def read_certificates(self, name):
-        """The certificates attached to the thing, with their status and their policies."""
+        """The certificates attached to the thing, with their status."""
         principals = list_thing_principals(self.iot, name)
         if principals is None:
             raise DeviceFailure("the thing was deleted while it was being revoked")
@@ -503,8 +541,7 @@ class Revocation:
             described = describe_certificate(self.iot, arn.rsplit("/", 1)[-1])
             if described is None:
                 continue
-            policies = sorted(list_attached_policy_names(self.iot, arn))
-            certificates.append(Certificate(described["certificateId"], arn, described["status"], policies))
+            certificates.append(Certificate(described["certificateId"], arn, described["status"]))
         return certificates
 
     def is_dynamic_group(self, group):
@@ -514,13 +551,6 @@ class Revocation:
                 described = describe_thing_group(self.iot, group) or {}
                 self._dynamic_groups[group] = bool(described.get("queryString"))
             return self._dynamic_groups[group]
-
-    def read_table_status(self, name):
-        """(whether the device has a row, its status)."""
-        row = get_device_row(self.dynamodb, self.params["devices_table"], name)
-        if row is None:
-            return False, None
-        return True, row.get("status", {}).get("S")
 
     # Writing, one device at a time.
 
@@ -544,14 +574,19 @@ class Revocation:
         attributes = thing.get("attributes") or {}
         certificates = self.read_certificates(name)
         result.certificates = certificates
-        groups = sorted(list_thing_group_names_for_thing(self.iot, name) or [])
-        table = self.params["devices_table"]
-        has_row, table_status = self.read_table_status(name) if table else (False, None)
         result.newly_revoked = REVOKED_AT not in attributes or any(c.status_before == "ACTIVE" for c in certificates)
         result.revoked_at = now_text() if result.newly_revoked else attributes[REVOKED_AT]
+        # Certificates first: from here on the device cannot open a connection, whatever happens next.
+        self.ensure_certificate_status(certificates, result)
+        for cert in certificates:
+            cert.policies = sorted(list_attached_policy_names(self.iot, cert.certificate_arn))
+        groups = sorted(list_thing_group_names_for_thing(self.iot, name) or [])
+        table = self.devices_table
+        has_row, table_status = name in self.table_statuses, self.table_statuses.get(name)
         result.before = self.view(certificates, groups, attributes.get(REVOKED_AT), table_status, before=True)
 
-        self.ensure_certificate_status(certificates, result)
+        # Before the session is dropped: the backend then ignores the disconnection event it causes
+        # instead of reporting it as an ordinary one.
         if has_row and table_status != "revoked":
             step = "mark_revoked_in_devices_table"
             self.write(result, step, mark_device_revoked, self.dynamodb, table, name, epoch_ms(result.revoked_at))
@@ -563,7 +598,10 @@ class Revocation:
         if session_error:
             # The device cannot connect again, but it may still be connected: it is not done, so
             # neither revoked_at (which ends a revocation) nor the deletion happens before a re-run.
-            raise DeviceFailure(f"{session_error}. Every other step was done; run again to drop the session.")
+            raise DeviceFailure(
+                f"{session_error}. The device can no longer connect (its certificates are no longer ACTIVE and are "
+                f"detached); run again to drop the session and finish."
+            )
         if self.params["delete"]:
             for cert in certificates:
                 step = f"delete_certificate {cert.certificate_id}"
@@ -588,7 +626,7 @@ class Revocation:
             thing_groups=groups,
             revoked_at=revoked_at,
         )
-        if self.params["devices_table"]:
+        if self.devices_table:
             shown["devices_table_status"] = table_status
         return shown
 
@@ -683,6 +721,9 @@ class Revocation:
         if missing and self.params["missing"] == "fail":
             return None, missing
         existing = [thing for thing in things if thing is not None]
+        if self.devices_table:
+            names_found = [thing["thingName"] for thing in existing]
+            self.table_statuses = get_device_statuses(self.dynamodb, self.devices_table, names_found)
         with ThreadPoolExecutor(max_workers=max_workers) as pool:
             results = pool.map(self.revoke, existing)
             revoked = {thing["thingName"]: result for thing, result in zip(existing, results, strict=True)}
@@ -725,6 +766,7 @@ def validate(module):
 
 
 def check_setup(module, iot, dynamodb):
+    """Fail before any write when the quarantine group or the devices table cannot be used; returns the table."""
     params = module.params
     group = params["quarantine_group"]
     if not params["delete"]:
@@ -741,13 +783,16 @@ def check_setup(module, iot, dynamodb):
                 msg=f"quarantine_group: {group!r} is a dynamic thing group; things can only be moved to a static one."
             )
     table = params["devices_table"]
-    if table and describe_table(dynamodb, table) is None:
-        module.fail_json(
-            msg=(
-                f"devices_table: no DynamoDB table {table!r} in this account/region. Leave the option out when the "
-                f"backend is not deployed. Nothing was changed."
-            )
+    if not table or describe_table(dynamodb, table) is not None:
+        return table
+    if params["devices_table_missing"] == "ignore":
+        return None
+    module.fail_json(
+        msg=(
+            f"devices_table: no DynamoDB table {table!r} in this account/region. Leave the option out when the "
+            f"backend is not deployed, or set devices_table_missing=ignore. Nothing was changed."
         )
+    )
 
 
 def data_plane_client(module, iot, config):
@@ -794,6 +839,7 @@ def main():
         drop_sessions=dict(type="bool", default=True),
         data_endpoint=dict(type="str"),
         devices_table=dict(type="str"),
+        devices_table_missing=dict(type="str", default="fail", choices=["fail", "ignore"]),
         rate_limits=dict(type="dict", default={}),
         max_workers=dict(type="int", default=16),
         wait_timeout=dict(type="int", default=60),
@@ -812,12 +858,12 @@ def main():
         limiter.install(dynamodb, service="dynamodb")
     started = time.monotonic()
     try:
-        check_setup(module, iot, dynamodb)
+        table = check_setup(module, iot, dynamodb)
         data = None
         if params["drop_sessions"] and not module.check_mode:
             data = data_plane_client(module, iot, config)
             limiter.install(data, service=DATA_PLANE_EVENT_SERVICE)
-        revocation = Revocation(iot, params, module.check_mode, data=data, dynamodb=dynamodb)
+        revocation = Revocation(iot, params, module.check_mode, data=data, dynamodb=dynamodb, devices_table=table)
         results, missing = revocation.run(names, params["max_workers"])
     except AnsibleAWSError as e:
         module.fail_json_aws_error(e)
@@ -827,6 +873,7 @@ def main():
     result = dict(
         changed=any(r.changed for r in results),
         devices=[r.as_dict() for r in results],
+        devices_table=table,
         summary=summarize(results, time.monotonic() - started, limiter),
     )
     if module._diff:

@@ -3,6 +3,7 @@
 import datetime
 import json
 import re
+import threading
 from types import SimpleNamespace
 from urllib.parse import unquote
 
@@ -104,8 +105,9 @@ def provision(iot, name, certificates=1, status="ACTIVE", groups=(FLEET,), attri
 
 @pytest.fixture
 def calls(monkeypatch):
-    """HTTP requests every new client sends, per API, through a botocore event hook."""
+    """HTTP requests every new client sends, per API, through a botocore event hook (thread-safe)."""
     counted = {}
+    lock = threading.Lock()
     create_client = botocore.session.Session.create_client
 
     def counting_create_client(self, service_name, *args, **kwargs):
@@ -113,7 +115,8 @@ def calls(monkeypatch):
 
         def count(event_name, **_kwargs):
             operation = event_name.rsplit(".", 1)[-1]
-            counted[operation] = counted.get(operation, 0) + 1
+            with lock:
+                counted[operation] = counted.get(operation, 0) + 1
 
         client.meta.events.register("before-send", count)
         return client
@@ -429,7 +432,22 @@ def test_devices_table_status_is_set_like_the_revoke_device_mutation(
     assert "Item" not in devices_table.get_item(TableName=TABLE, Key={"device_id": {"S": unlisted}})
     assert result["diff"]["before"][listed]["devices_table_status"] == "connected"
     assert result["diff"]["after"][listed]["devices_table_status"] == "revoked"
-    assert revoke([listed, unlisted], devices_table=TABLE)["changed"] is False
+    assert result["devices_table"] == TABLE
+    again = revoke([listed, unlisted], devices_table=TABLE)
+    assert again["changed"] is False
+    assert again["summary"]["api_calls"]["BatchGetItem"] == 1 and "UpdateItem" not in again["summary"]["api_calls"]
+
+
+def test_a_devices_table_that_may_not_exist_yet(fleet, revoke, aws):
+    name = thing_name(1)
+    provision(fleet, name)
+
+    result = revoke([name], devices_table=TABLE, devices_table_missing="ignore", diff=True)
+
+    assert result["devices_table"] is None
+    assert result["devices"][0]["devices_table_status"] is None
+    assert "mark_revoked_in_devices_table" not in result["devices"][0]["steps"]
+    assert "devices_table_status" not in result["diff"]["after"][name]
 
 
 def test_devices_table_catches_up_with_an_earlier_revocation(fleet, revoke, devices_table, monkeypatch):
