@@ -26,6 +26,8 @@ from moto.iot.models import FakeCertificate
 from moto.iot.models import FakeRule
 from moto.iot.models import IoTBackend
 from moto.iot.responses import IoTResponse
+from moto.iotdata.exceptions import ResourceNotFoundException as DataPlaneResourceNotFound
+from moto.iotdata.responses import IoTDataPlaneResponse
 from moto.settings import iot_use_valid_cert
 
 from sandbox import ext_amplify
@@ -141,6 +143,12 @@ def table_describe(self: Table, base_key: str = "TableDescription") -> dict:
     return result
 
 
+# iot-data DeleteConnection is not in moto 5.2.5 (HTTP 500). The sandbox has no MQTT data plane yet, so
+# no client is ever connected, which AWS answers with ResourceNotFoundException (404).
+def delete_connection_response(self: IoTDataPlaneResponse) -> str:
+    raise DataPlaneResourceNotFound()
+
+
 def apply(
     ca_dir: Path, state_dir: Path | None = None, endpoint: str | None = None, appsync_url: str | None = None
 ) -> CA:
@@ -166,6 +174,7 @@ def apply(
     _patch(FakeRule, "to_get_dict", topic_rule_get_dict)
     _patch(IoTBackend, "describe_endpoint", describe_endpoint)
     _patch(Table, "describe", table_describe)
+    _patch(IoTDataPlaneResponse, "delete_connection", delete_connection_response)
     ext_lambda.install(_patch)
     ext_appsync.install(_patch, _undo.append)
     ext_amplify.install(_patch, _undo.append)

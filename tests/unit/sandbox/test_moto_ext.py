@@ -256,3 +256,10 @@ def test_iot_behaviour_stock_moto_already_gets_right(iot):
     assert rule["ruleDisabled"] is True and rule["errorAction"] == error_action
     iot.enable_topic_rule(ruleName="telemetry")
     assert iot.list_topic_rules()["rules"][0]["ruleDisabled"] is False
+
+
+def test_delete_connection_answers_that_no_client_is_connected(iot):
+    data = boto3.client("iot-data", region_name=iot.meta.region_name)
+
+    with pytest.raises(data.exceptions.ResourceNotFoundException):
+        data.delete_connection(clientId="4827E2E59190")
