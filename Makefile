@@ -54,8 +54,9 @@ test-lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint
 
+# Two workers, one test file each at a time: the suites start their own servers on free ports.
 test-unit: bootstrap
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests/unit
 
 test-integration: bootstrap
 	$(BIN)/python -m pytest tests/integration

@@ -1,6 +1,7 @@
 """iot_fleet_registration against moto in process, with the sandbox's CSR-signing patch applied."""
 
 import json
+import threading
 
 import botocore.session
 import pytest
@@ -89,6 +90,7 @@ def fleet(signing, iot):
 def calls(monkeypatch):
     """Counts the HTTP requests every new IoT client sends, per API, through a botocore event hook."""
     counted = {}
+    lock = threading.Lock()  # the module's thread pool sends from several threads at once
     create_client = botocore.session.Session.create_client
 
     def counting_create_client(self, service_name, *args, **kwargs):
@@ -97,7 +99,8 @@ def calls(monkeypatch):
 
             def count(event_name, **_kwargs):
                 operation = event_name.rsplit(".", 1)[-1]
-                counted[operation] = counted.get(operation, 0) + 1
+                with lock:
+                    counted[operation] = counted.get(operation, 0) + 1
 
             client.meta.events.register("before-send.iot", count)
         return client
