@@ -6,6 +6,9 @@ table), under a prefix of their own so the other tests' stack is not touched.
 """
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 
 import pytest
 from botocore.config import Config
@@ -244,3 +247,45 @@ def test_revoke_with_drop_sessions_on(revoke, aws_client, session_args):
 
     assert run.returncode == 0, run.output
     assert_revoked(aws_client, name, cert)
+
+
+class DiscordStandIn(BaseHTTPRequestHandler):
+    """Records each webhook message; answers 204 like Discord."""
+
+    def do_POST(self):
+        self.server.messages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def discord():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DiscordStandIn)
+    server.messages = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_one_discord_message_per_newly_revoked_device_and_none_on_a_rerun(revoke, aws_client, discord):
+    one, two = "AB00000000D1", "AB00000000D2"
+    register(aws_client, one)
+    register(aws_client, two)
+    webhook = f"iotfleet_discord_webhook_url=http://127.0.0.1:{discord.server_port}/api/webhooks/1/token"
+
+    first = revoke("-e", f"devices={one},{two}", "-e", webhook)
+    assert first.returncode == 0, first.output
+    assert sorted(message["content"] for message in discord.messages) == [
+        f"Device update\nDevice: {one}\nStatus: revoked",
+        f"Device update\nDevice: {two}\nStatus: revoked",
+    ]
+    assert {message["username"] for message in discord.messages} == {"AWS-Webhook"}
+    assert "/api/webhooks/1/token" not in first.output
+
+    again = revoke("-e", f"devices={one},{two}", "-e", webhook)
+    assert again.returncode == 0, again.output
+    assert len(discord.messages) == 2
