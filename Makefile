@@ -59,7 +59,7 @@ test-unit: bootstrap
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests/unit
 
 test-integration: bootstrap
-	$(BIN)/python -m pytest tests/integration
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests/integration
 
 test-molecule: bootstrap
 	tests/molecule/run.sh
