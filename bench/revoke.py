@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Revoking N devices with `ansible-playbook playbooks/revoke.yml` in one run, on the sandbox.
 
 Run from the repository root with the project's venv:

@@ -203,7 +203,7 @@ def test_absent_deletes_the_app(amplify, run_module):
 
 
 def test_two_apps_with_the_name_fail_naming_their_ids(amplify, run_module):
-    ids = [amplify.create_app(name=NAME)["app"]["appId"] for _ in "ab"]
+    ids = [amplify.create_app(name=NAME)["app"]["appId"] for _copy in "ab"]
 
     result = run_module(amplify_app, app_args(), expect_failure=True)
 

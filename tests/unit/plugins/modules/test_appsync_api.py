@@ -530,7 +530,7 @@ def test_absent_deletes_the_api(appsync, run_module):
 
 
 def test_two_apis_with_the_name_fail_naming_their_ids(appsync, run_module):
-    ids = [appsync.create_graphql_api(name=NAME, authenticationType="AWS_IAM")["graphqlApi"]["apiId"] for _ in "ab"]
+    ids = [appsync.create_graphql_api(name=NAME, authenticationType="AWS_IAM")["graphqlApi"]["apiId"] for _copy in "ab"]
 
     result = run_module(appsync_api, api_args(), expect_failure=True)
 

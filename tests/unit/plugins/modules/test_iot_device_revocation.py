@@ -95,7 +95,7 @@ def provision(iot, name, certificates=1, status="ACTIVE", groups=(FLEET,), attri
     for group in groups:
         iot.add_thing_to_thing_group(thingGroupName=group, thingName=name)
     ids = []
-    for _ in range(certificates):
+    for _index in range(certificates):
         cert = iot.register_certificate_without_ca(certificatePem=certificate_pem(name), status=status)
         iot.attach_policy(policyName=POLICY, target=cert["certificateArn"])
         iot.attach_thing_principal(thingName=name, principal=cert["certificateArn"])
