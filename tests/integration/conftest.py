@@ -13,12 +13,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 REGION = "eu-north-1"
+APPSYNC_PORT_ENV = "IOTFLEET_SANDBOX_APPSYNC_PORT"  # sandbox/settings.py reads it
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count):
+    """`count` distinct free ports, held together while chosen so they cannot collide with each other."""
+    sockets = [socket.socket() for _index in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _sandbox(*args, state_dir, port):
@@ -33,15 +40,25 @@ def _sandbox(*args, state_dir, port):
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
-    """A private sandbox (its own port and state), so tests never touch a running `make demo`."""
+    """A private sandbox (its own ports and state), so tests never touch a running `make demo`.
+
+    The GraphQL simulator gets a free port of its own: its default, the sandbox's port + 1, may be an
+    ephemeral port some other connection of this machine already uses.
+    """
     state_dir = tmp_path_factory.mktemp("sandbox")
-    port = _free_port()
-    up = _sandbox("up", state_dir=state_dir, port=port)
-    assert up.returncode == 0, up.stdout + up.stderr
+    port, appsync_port = _free_ports(2)
+    previous = os.environ.get(APPSYNC_PORT_ENV)
+    os.environ[APPSYNC_PORT_ENV] = str(appsync_port)
     try:
+        up = _sandbox("up", state_dir=state_dir, port=port)
+        assert up.returncode == 0, up.stdout + up.stderr
         yield {"port": port, "endpoint": f"http://127.0.0.1:{port}", "state_dir": state_dir}
     finally:
         _sandbox("down", state_dir=state_dir, port=port)
+        if previous is None:
+            os.environ.pop(APPSYNC_PORT_ENV, None)
+        else:
+            os.environ[APPSYNC_PORT_ENV] = previous
 
 
 @pytest.fixture(scope="session")

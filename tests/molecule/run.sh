@@ -3,7 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 state_dir=$(mktemp -d)
-port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# Two free ports chosen together: the sandbox's and its GraphQL simulator's (port + 1 may be taken).
+read -r port appsync_port < <(.venv/bin/python -c '
+import socket
+socks = [socket.socket() for _index in range(2)]
+for sock in socks:
+    sock.bind(("127.0.0.1", 0))
+print(*[sock.getsockname()[1] for sock in socks])')
+export IOTFLEET_SANDBOX_APPSYNC_PORT="$appsync_port"
 trap '.venv/bin/python -m sandbox down --state-dir "$state_dir" --port "$port" >/dev/null; rm -rf "$state_dir"' EXIT
 .venv/bin/python -m sandbox up --state-dir "$state_dir" --port "$port"
 export IOTFLEET_TEST_ENDPOINT="http://127.0.0.1:$port"
