@@ -164,3 +164,23 @@ class RateLimiter:
                 throttled=dict(sorted(self.throttled.items())),
                 waited_seconds={op: round(seconds, 3) for op, seconds in sorted(self.waited.items())},
             )
+
+
+def merge_rate_limits(defaults, overrides):
+    """The module's rates: `defaults` with the user's `overrides` (API name -> requests per second).
+
+    Raises ValueError naming the option when an API is not one the module calls or a rate is not a
+    positive number.
+    """
+    rates = dict(defaults)
+    for api, value in (overrides or {}).items():
+        if api not in rates:
+            raise ValueError(f"rate_limits: {api!r} is not an API this module calls; use one of {sorted(rates)}.")
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = 0.0
+        if rate <= 0:
+            raise ValueError(f"rate_limits.{api}: {value!r} is not a positive number.")
+        rates[api] = rate
+    return rates

@@ -355,6 +355,7 @@ from ansible_collections.iotfleet.aws.plugins.module_utils.iot import update_thi
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import validate_name
 from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import AWS_IOT_DEFAULT_RATES
 from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import RateLimiter
+from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import merge_rate_limits
 
 MAX_WORKERS = 64
 # The APIs this module calls on AWS IoT and iot-data. Their default rate is AWS's default quota
@@ -741,18 +742,10 @@ def unique_names(module):
 
 
 def rate_limits(module):
-    rates = dict(DEFAULT_RATES)
-    for api, rate in module.params["rate_limits"].items():
-        if api not in DEFAULT_RATES:
-            module.fail_json(msg=f"rate_limits: {api!r} is not an API this module calls; use one of {sorted(rates)}.")
-        try:
-            rate = float(rate)
-        except (TypeError, ValueError):
-            rate = 0.0
-        if rate <= 0:
-            module.fail_json(msg=f"rate_limits.{api}: {module.params['rate_limits'][api]!r} is not a positive number.")
-        rates[api] = rate
-    return rates
+    try:
+        return merge_rate_limits(DEFAULT_RATES, module.params["rate_limits"])
+    except ValueError as e:
+        module.fail_json(msg=str(e))
 
 
 def validate(module):

@@ -314,6 +314,7 @@ from ansible_collections.iotfleet.aws.plugins.module_utils.iot import iot_retry_
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import validate_name
 from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import AWS_IOT_DEFAULT_RATES
 from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import RateLimiter
+from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import merge_rate_limits
 
 MAX_WORKERS = 64
 
@@ -334,18 +335,11 @@ def refuse_private_keys(module):
 
 
 def rate_limits(module):
-    rates = {api: AWS_IOT_DEFAULT_RATES[api] for api in REGISTRATION_APIS}
-    for api, rate in module.params["rate_limits"].items():
-        if api not in rates:
-            module.fail_json(msg=f"rate_limits: {api!r} is not an API this module calls; use one of {sorted(rates)}.")
-        try:
-            rate = float(rate)
-        except (TypeError, ValueError):
-            rate = 0.0
-        if rate <= 0:
-            module.fail_json(msg=f"rate_limits.{api}: {module.params['rate_limits'][api]!r} is not a positive number.")
-        rates[api] = rate
-    return rates
+    try:
+        defaults = {api: AWS_IOT_DEFAULT_RATES[api] for api in REGISTRATION_APIS}
+        return merge_rate_limits(defaults, module.params["rate_limits"])
+    except ValueError as e:
+        module.fail_json(msg=str(e))
 
 
 def validate(module):

@@ -183,3 +183,15 @@ def test_defaults_are_aws_published_quotas():
     assert AWS_IOT_DEFAULT_RATES["CreateThing"] == 100
     assert AWS_IOT_DEFAULT_RATES["AttachThingPrincipal"] == 100
     assert AWS_IOT_DEFAULT_RATES["UpdateCertificate"] == 10
+
+
+def test_merge_rate_limits_overrides_and_names_bad_entries():
+    from ansible_collections.iotfleet.aws.plugins.module_utils.ratelimit import merge_rate_limits
+
+    defaults = {"UpdateCertificate": 10.0, "DetachPolicy": 15.0}
+    assert merge_rate_limits(defaults, {"UpdateCertificate": "4"}) == {"UpdateCertificate": 4.0, "DetachPolicy": 15.0}
+    assert merge_rate_limits(defaults, None) == defaults
+    with pytest.raises(ValueError, match=r"^rate_limits: 'CreateThing' is not an API this module calls"):
+        merge_rate_limits(defaults, {"CreateThing": 5})
+    with pytest.raises(ValueError, match=r"^rate_limits.DetachPolicy: 0 is not a positive number"):
+        merge_rate_limits(defaults, {"DetachPolicy": 0})
