@@ -20,6 +20,14 @@ CA_DIR_ENV = "IOTFLEET_SANDBOX_CA_DIR"
 HEALTH_PATH = "/iotfleet-sandbox/health"
 # The AppSync simulator (GraphQL endpoint): its port, by default the sandbox's port + 1.
 APPSYNC_PORT_ENV = "IOTFLEET_SANDBOX_APPSYNC_PORT"
+# The data plane (issue 6) and the dashboard host (issue 7): each port from its environment variable,
+# else the inventory (iotfleet_sandbox_<name>_port), else the default here.
+MQTT_PORT_ENV = "IOTFLEET_SANDBOX_MQTT_PORT"  # Mosquitto, TLS with client certificates
+DISCORD_PORT_ENV = "IOTFLEET_SANDBOX_DISCORD_PORT"  # the Discord webhook stand-in
+HOSTING_PORT_ENV = "IOTFLEET_SANDBOX_HOSTING_PORT"  # Amplify hosting stand-in (the dashboard)
+DEFAULT_MQTT_PORT = 8883
+DEFAULT_DISCORD_PORT = 4597
+DEFAULT_HOSTING_PORT = 4598
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,9 @@ class Settings:
     region: str
     host: str = HOST
     appsync_port: int = 0  # 0: the sandbox's port + 1
+    mqtt_port: int = DEFAULT_MQTT_PORT
+    discord_port: int = DEFAULT_DISCORD_PORT
+    hosting_port: int = DEFAULT_HOSTING_PORT
 
     @property
     def endpoint(self) -> str:
@@ -51,6 +62,15 @@ class Settings:
         """The AppSync simulator's base URL; GraphQL at /graphql, subscriptions at /graphql/realtime."""
         return f"http://{self.host}:{self.appsync_port or self.port + 1}"
 
+    @property
+    def discord_url(self) -> str:
+        """The Discord webhook stand-in's URL (what CUSTOM_DISCORD_ENDPOINT holds in the sandbox)."""
+        return f"http://{self.host}:{self.discord_port}/api/webhooks/sandbox/discord"
+
+    @property
+    def hosting_url(self) -> str:
+        return f"http://{self.host}:{self.hosting_port}/"
+
 
 def _read_vars(vars_file: Path) -> dict:
     if not vars_file.is_file():
@@ -65,9 +85,19 @@ def load_settings(state_dir=None, port=None, vars_file: Path = VARS_FILE) -> Set
     state_dir = state_dir or os.environ.get(STATE_DIR_ENV) or ROOT / ".sandbox"
     region = inventory.get("iotfleet_aws_region") or DEFAULT_REGION
     appsync_port = os.environ.get(APPSYNC_PORT_ENV) or inventory.get("iotfleet_sandbox_appsync_port") or 0
+    extra = {}
+    for name, env, default in (
+        ("mqtt", MQTT_PORT_ENV, DEFAULT_MQTT_PORT),
+        ("discord", DISCORD_PORT_ENV, DEFAULT_DISCORD_PORT),
+        ("hosting", HOSTING_PORT_ENV, DEFAULT_HOSTING_PORT),
+    ):
+        extra[f"{name}_port"] = os.environ.get(env) or inventory.get(f"iotfleet_sandbox_{name}_port") or default
     try:
         port = int(port)
         appsync_port = int(appsync_port) or port + 1
+        extra = {key: int(value) for key, value in extra.items()}
     except ValueError:
-        raise SystemExit(f"sandbox ports must be numbers, got {port!r} and {appsync_port!r}") from None
-    return Settings(state_dir=Path(state_dir).resolve(), port=port, region=str(region), appsync_port=appsync_port)
+        raise SystemExit(f"sandbox ports must be numbers, got {port!r}, {appsync_port!r} and {extra}") from None
+    return Settings(
+        state_dir=Path(state_dir).resolve(), port=port, region=str(region), appsync_port=appsync_port, **extra
+    )
