@@ -10,10 +10,31 @@ APPSYNC_MODULES := sandbox/appsync/node_modules/.package-lock.json
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: bootstrap demo demo-stop test test-lint test-unit test-integration test-molecule test-sanity \
+.PHONY: bootstrap system-deps system-deps-test demo demo-stop test test-lint test-unit test-integration test-molecule test-sanity \
         sandbox-up sandbox-down sandbox-status sandbox-summary clean
 
-bootstrap: $(STAMP) $(LINK) $(APPSYNC_MODULES)
+bootstrap: system-deps $(STAMP) $(LINK) $(APPSYNC_MODULES)
+
+# Debian packages, installed only when missing (apt as root, else through sudo): Mosquitto and the
+# headers its sandbox plugin builds against for the data plane; Chromium for the browser tests.
+DEMO_DEBS := mosquitto:/usr/sbin/mosquitto mosquitto-dev:/usr/include/mosquitto_broker.h \
+             libssl-dev:/usr/include/openssl/ssl.h gcc:/usr/bin/gcc
+TEST_DEBS := chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver
+
+define apt_missing
+	@missing=""; for pair in $(1); do test -e "$${pair#*:}" || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+system-deps:
+	$(call apt_missing,$(DEMO_DEBS))
+
+system-deps-test: system-deps
+	$(call apt_missing,$(TEST_DEBS))
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
