@@ -374,8 +374,10 @@ class FleetRegistration:
         result = DeviceResult(spec.thing_name)
         try:
             self.ensure_thing(spec, result)
-            self.ensure_group(spec, result)
+            # The certificate before the fleet group: a device whose key is refused (revoked) stays
+            # out of the group instead of joining it and then failing.
             self.ensure_certificate(spec, result)
+            self.ensure_group(spec, result)
         except (DeviceFailure, AnsibleIoTError) as e:
             result.error = error_text(e)
         return result

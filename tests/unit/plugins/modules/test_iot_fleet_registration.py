@@ -195,10 +195,10 @@ def test_registers_new_devices(fleet, register):
         )
         assert device["actions"] == [
             "create_thing",
-            "add_to_thing_group",
             "issue_certificate",
             "attach_thing_principal",
             "attach_policy",
+            "add_to_thing_group",
         ]
         assert device["changed"] is True and device["failed"] is False
         assert device["retired_certificates"] == []
@@ -339,9 +339,13 @@ def test_revoked_key_never_gets_a_certificate_again(fleet, register, calls):
     boards = [Board(1), Board(2)]
     cert_id = register(boards)["devices"][0]["certificate_id"]
     revoke(fleet, boards[0], cert_id)
+    fleet.remove_thing_from_thing_group(thingGroupName=GROUP, thingName=boards[0].name)  # quarantined
 
     for rotate in ([], [boards[0].name]):
         result = register(boards, cached=False, expect_failure=True, rotate=rotate)
+        members = fleet.list_things_in_thing_group(thingGroupName=GROUP)["things"]
+
+        assert boards[0].name not in members, "a refused device must not rejoin the fleet group"
 
         assert boards[0].name in result["msg"] and "REVOKED" in result["msg"]
         assert boards[1].name not in result["msg"]
@@ -399,10 +403,10 @@ def test_check_mode_writes_nothing_and_reports_the_plan(fleet, register, calls):
     assert changed_key["actions"][3].startswith("deactivate_certificate ")
     assert created["actions"] == [
         "create_thing",
-        "add_to_thing_group",
         "issue_certificate",
         "attach_thing_principal",
         "attach_policy",
+        "add_to_thing_group",
     ]
     assert created["thing_arn"] is None and created["certificate_id"] is None
     assert result["diff"]["before"][new.name] == {
@@ -553,7 +557,13 @@ def test_failed_thing_attachment_leaves_no_orphan_and_a_rerun_converges(fleet, r
     patch.undo()
     result = register(boards)
     assert [d["changed"] for d in result["devices"]] == [False, False, True, False, False]
-    assert result["devices"][2]["actions"] == ["issue_certificate", "attach_thing_principal", "attach_policy"]
+    # The failed run left the thing out of the fleet group too; the re-run adds it last.
+    assert result["devices"][2]["actions"] == [
+        "issue_certificate",
+        "attach_thing_principal",
+        "attach_policy",
+        "add_to_thing_group",
+    ]
     for board in boards:
         assert_registered(fleet, board)
     assert register(boards)["changed"] is False
@@ -573,7 +583,7 @@ def test_failed_policy_attachment_is_adopted_by_the_rerun(fleet, register, faili
     patch.undo()
     result = register(boards[:1])
     device = result["devices"][0]
-    assert device["reused_certificate"] is True and device["actions"] == ["attach_policy"]
+    assert device["reused_certificate"] is True and device["actions"] == ["attach_policy", "add_to_thing_group"]
     assert device["certificate_id"] == issued[0]["certificateId"]
     assert "CreateCertificateFromCsr" not in calls
 
