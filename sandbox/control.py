@@ -117,6 +117,7 @@ def _start(settings: Settings) -> int:
     env = dict(os.environ, **{CA_DIR_ENV: str(settings.ca_dir)})
     command = [sys.executable, "-m", "sandbox.server", "--host", settings.host, "--port", str(settings.port)]
     command += ["--appsync-port", str(settings.appsync_port)]
+    command += ["--hosting-port", str(settings.hosting_port)]
     with open(settings.log_file, "ab") as log:
         log.write(f"--- {datetime.now(UTC).isoformat()} starting on {settings.endpoint}\n".encode())
         log.flush()

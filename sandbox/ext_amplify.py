@@ -8,9 +8,13 @@ moto.backends imports for `amplify_backends`.
 Manual deployment: CreateDeployment answers a zipUploadUrl on the sandbox itself
 (`/iotfleet-sandbox/amplify-upload/<appId>/<branch>/<jobId>`, served by moto_ext's routes) that
 takes a PUT of the zip; StartDeployment unpacks it into `<state>/amplify/<appId>/<branch>/`.
+
+Hosting: `serve_hosting(host, port)` starts a static file server (a thread of the server process)
+that serves the files of the latest successful deployment, whatever its app and branch, at `/`.
 """
 
 import io
+import posixpath
 import re
 import secrets
 import shutil
@@ -19,6 +23,8 @@ import sys
 import tempfile
 import threading
 import zipfile
+from http.server import SimpleHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from pathlib import PurePosixPath
 from urllib.parse import quote
@@ -606,6 +612,79 @@ def handle_upload(method: str, path: str, body: bytes) -> tuple[int, dict]:
                 target.write_bytes(body)
                 return 200, {"size": len(body)}
     return 404, {"message": f"No pending deployment {app_id}/{branch_name}/{job_id}."}
+
+
+def latest_site() -> Path | None:
+    """The folder of the latest successful deployment of any app's branch that still exists, or None."""
+    best, best_time = None, None
+    with _lock:
+        for regions in list(amplify_backends.values()):
+            for backend in list(regions.values()):
+                for app in list(backend.apps.values()):
+                    for branch in list(app.branches.values()):
+                        job = branch.jobs.get(branch.active_job_id)
+                        if job is None or job.end_time is None:
+                            continue
+                        if best_time is None or job.end_time >= best_time:
+                            best, best_time = site_dir(app.app_id, branch.name), job.end_time
+    return best if best is not None and best.is_dir() else None
+
+
+NOTHING_DEPLOYED = b"""<!doctype html><title>Nothing deployed</title>
+<p>The Amplify hosting stand-in has no successful deployment yet: run site.yml.</p>
+"""
+
+
+class HostingHandler(SimpleHTTPRequestHandler):
+    """GET/HEAD of the latest deployment's files; `/` is index.html; no listings, nothing outside the site."""
+
+    server_version = "iotfleet-sandbox-amplify-hosting"
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript", ".json": "application/json"}
+
+    def _serve(self, head: bool) -> None:
+        root = latest_site()
+        if root is None:
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(NOTHING_DEPLOYED)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(NOTHING_DEPLOYED)
+            return
+        self.directory = str(root)
+        path = posixpath.normpath(self.path.split("?", 1)[0].split("#", 1)[0])
+        if path.endswith("/") or path in ("/", "."):
+            self.path = "/index.html"
+        target = Path(self.translate_path(self.path))
+        if target.is_dir():
+            self.send_error(404)
+            return
+        if head:
+            super().do_HEAD()
+        else:
+            super().do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._serve(head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(head=True)
+
+    def end_headers(self) -> None:
+        # A new deployment shows on the next load (Amplify invalidates its CDN on deploy).
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's signature
+        pass
+
+
+def serve_hosting(host: str, port: int) -> ThreadingHTTPServer:
+    """Serve the latest deployment on host:port from a daemon thread; `.shutdown()` stops it."""
+    server = ThreadingHTTPServer((host, port), HostingHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="amplify-hosting", daemon=True).start()
+    return server
 
 
 def install(patch, on_revert) -> None:

@@ -34,6 +34,7 @@ def main(argv=None) -> None:
     parser.add_argument("--host", default=HOST)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--appsync-port", type=int, help="the AppSync simulator's port (default: port + 1)")
+    parser.add_argument("--hosting-port", type=int, default=0, help="Amplify hosting stand-in's port (0: none)")
     args = parser.parse_args(argv)
     ca_dir = os.environ.get(CA_DIR_ENV)
     if not ca_dir:
@@ -48,6 +49,7 @@ def main(argv=None) -> None:
     from moto.moto_server.werkzeug_app import create_backend_app
     from werkzeug.serving import run_simple
 
+    from sandbox import ext_amplify
     from sandbox import moto_ext
     from sandbox import throttle
 
@@ -71,7 +73,17 @@ def main(argv=None) -> None:
     latency = throttle.latency_from_env()
     if latency:
         app = throttle.delayed(app, latency)
+    hosting = None
+    if args.hosting_port:
+        # The Amplify hosting stand-in: the latest successful deployment at http://host:hosting_port/.
+        # A taken port (another sandbox's default) leaves hosting out; the rest of the sandbox works.
+        try:
+            ext_amplify.serve_hosting(args.host, args.hosting_port)
+            hosting = f"http://{args.host}:{args.hosting_port}/"
+        except OSError as e:
+            print(f"Amplify hosting not served: port {args.hosting_port}: {e}", file=sys.stderr, flush=True)
     info = {"status": "ok", "pid": os.getpid(), "moto": moto.__version__, "ca": str(Path(ca_dir) / "ca.pem")}
+    info.update(hosting=hosting)
     info.update(throttle=throttling.mode if throttling is not None else None, iot_latency_ms=latency * 1000)
     run_simple(args.host, args.port, with_health(app, info), threaded=True, request_handler=MotoRequestHandler)
 

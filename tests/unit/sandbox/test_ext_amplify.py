@@ -276,3 +276,50 @@ def test_custom_domains(amplify, app_id):
         with pytest.raises(ClientError) as excinfo:
             call(appId=app_id, domainName="example.com")
         assert error_of(excinfo) == ("NotFoundException", 404)
+
+
+@pytest.fixture
+def hosting():
+    server = ext_amplify.serve_hosting("127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def fetch(url: str) -> tuple[int, str, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.headers.get("Content-Type", ""), answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read()
+
+
+def test_hosting_serves_the_latest_successful_deployment(amplify, http, app_id, hosting):
+    status, _type, body = fetch(f"{hosting}/")
+    assert status == 404 and b"no successful deployment" in body
+
+    deploy(amplify, http, app_id, site_zip({"index.html": "<h1>v1</h1>", "assets/app.js": "go()", "config.json": "{}"}))
+    assert fetch(f"{hosting}/") == (200, "text/html", b"<h1>v1</h1>")
+    assert fetch(f"{hosting}/assets/app.js?x=1") == (200, "text/javascript", b"go()")
+    assert fetch(f"{hosting}/config.json")[:2] == (200, "application/json")
+    assert fetch(f"{hosting}/missing.js")[0] == 404
+    assert fetch(f"{hosting}/assets/")[0] == 404  # no directory listings
+    assert fetch(f"{hosting}/../../etc/passwd")[0] == 404
+
+    deploy(amplify, http, app_id, b"not a zip")  # a failed job leaves the site as it was
+    assert fetch(f"{hosting}/")[2] == b"<h1>v1</h1>"
+
+    other = amplify.create_app(name="other")["app"]["appId"]
+    amplify.create_branch(appId=other, branchName="dev")
+    deploy(amplify, http, other, site_zip({"index.html": "other"}), branch="dev")
+    assert fetch(f"{hosting}/")[2] == b"other"
+
+    amplify.delete_app(appId=other)  # then the latest deployment left is served again
+    assert fetch(f"{hosting}/")[2] == b"<h1>v1</h1>"
+    amplify.delete_app(appId=app_id)
+    assert fetch(f"{hosting}/")[0] == 404
