@@ -29,12 +29,27 @@ def summary_if_running(settings: Settings) -> int:
     return summary(settings)
 
 
+def devices_command(settings: Settings, action: str) -> int:
+    """`devices up|down|status`: the virtual devices running the flashed firmware (sandbox/devices.py)."""
+    from sandbox import devices  # littlefs and the firmware load only for this command
+
+    if action == "up":
+        return devices.up(settings)
+    if action == "down":
+        devices.down(settings)
+        return 0
+    line = devices.status_line(settings)
+    print(line)
+    return 0 if line.startswith("devices running") else 3
+
+
 COMMANDS = {
     "up": (control.up, "start the sandbox in the background (no-op if it already runs)"),
     "down": (control.down, "stop the sandbox (its AWS state is in memory and is lost)"),
     "status": (control.status, "say whether it runs and print the endpoint URL; exit 3 if not running"),
     "summary": (summary_if_running, "list IoT things, groups, policies, rules, certificates, tables and functions"),
     "env": (env, "print export lines for the aws CLI and boto3"),
+    "devices": (devices_command, "run (up), stop (down) or show (status) the virtual devices of the flashed boards"),
 }
 
 
@@ -61,10 +76,14 @@ def main(argv=None) -> int:
                 action="store_true",
                 help=f"answer ThrottlingException above AWS IoT's default API rates (env {THROTTLE_ENV}=aws)",
             )
+        if name == "devices":
+            command.add_argument("action", choices=("up", "down", "status"))
     args = parser.parse_args(argv)
     if getattr(args, "throttle", False):
         os.environ[THROTTLE_ENV] = "aws"  # the server process inherits the environment
     settings = load_settings(state_dir=getattr(args, "state_dir", None), port=getattr(args, "port", None))
+    if args.command == "devices":
+        return devices_command(settings, args.action)
     status = COMMANDS[args.command][0](settings)
     if status == 0 and getattr(args, "throttle", False) and (control.health(settings) or {}).get("throttle") != "aws":
         print("the sandbox that runs there does not throttle; `down` it and run `up --throttle` again")
