@@ -33,6 +33,7 @@ from moto.settings import iot_use_valid_cert
 from sandbox import ext_amplify
 from sandbox import ext_appsync
 from sandbox import ext_lambda
+from sandbox import shadow_ext
 from sandbox.ca import CA
 from sandbox.ca import ensure_ca
 from sandbox.ca import issue_certificate
@@ -230,6 +231,8 @@ def routes(app):
         path = environ.get("PATH_INFO", "")
         if path.startswith(APPSYNC_PATH):
             return _appsync_route(environ, start_response)
+        if path == shadow_ext.SHADOWS_PATH:  # shadow versions, polled by the rules bridge
+            return shadow_ext.route(environ, start_response)
         if path.startswith(ext_amplify.UPLOAD_PATH):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             if length:
