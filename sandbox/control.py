@@ -4,7 +4,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 from sandbox import esp32_boards
 from sandbox import simulator
 from sandbox.ca import ensure_ca
+from sandbox.procs import is_alive  # noqa: F401 (also used as control.is_alive)
+from sandbox.procs import stop
 from sandbox.settings import CA_DIR_ENV
 from sandbox.settings import HEALTH_PATH
 from sandbox.settings import ROOT
@@ -45,21 +46,6 @@ def read_pid(settings: Settings) -> int | None:
         return int(settings.pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def is_alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child, so it does not linger as a zombie
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        # A zombie still answers kill(0) but is gone for our purposes.
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 def is_sandbox_process(pid: int, settings: Settings) -> bool:
@@ -100,16 +86,7 @@ def log_tail(settings: Settings, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def _stop(pid: int) -> None:
-    os.kill(pid, signal.SIGTERM)
-    for wait in (STOP_TIMEOUT, 5.0):
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not is_alive(pid):
-                return
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    raise RuntimeError(f"process {pid} did not stop")
+    stop(pid, STOP_TIMEOUT)
 
 
 def _start(settings: Settings) -> int:

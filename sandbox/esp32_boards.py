@@ -15,7 +15,6 @@ it; delete the file for a blank board).
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from sandbox import control
 from sandbox.esp32_board import CHIPS
 from sandbox.esp32_board import parse_flash_size
 from sandbox.esp32_board import parse_mac
+from sandbox.procs import stop
 from sandbox.settings import ROOT
 from sandbox.settings import Settings
 
@@ -183,17 +183,7 @@ def running_pid(settings: Settings, name: str) -> int | None:
 
 
 def _stop(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    for wait in (STOP_TIMEOUT, 2.0):
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not control.is_alive(pid):
-                return
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    raise RuntimeError(f"process {pid} did not stop")
+    stop(pid, STOP_TIMEOUT, kill_wait=2.0, poll=0.05)
 
 
 def _log_tail(settings: Settings, name: str) -> str:

@@ -6,11 +6,8 @@ node_modules is missing. Without node or npm it is left out with a note: the res
 works without it. `down` stops it.
 """
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +16,8 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from sandbox.procs import is_alive
+from sandbox.procs import stop
 from sandbox.settings import HEALTH_PATH
 from sandbox.settings import ROOT
 from sandbox.settings import Settings
@@ -50,23 +49,9 @@ def _read_pid(settings: Settings) -> int | None:
         return None
 
 
-def _is_alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap our own child
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
 def is_simulator_process(pid: int, settings: Settings) -> bool:
     """True if `pid` is our server.js on this port (a stale pid file may name another process now)."""
-    if not _is_alive(pid):
+    if not is_alive(pid):
         return False
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -126,17 +111,7 @@ def ensure_installed(settings: Settings) -> str | None:
 
 
 def _stop(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    for wait in (STOP_TIMEOUT, 5.0):
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _is_alive(pid):
-                return
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    raise RuntimeError(f"process {pid} did not stop")
+    stop(pid, STOP_TIMEOUT)
 
 
 def _start(settings: Settings) -> int:
