@@ -14,6 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 REGION = "eu-north-1"
 APPSYNC_PORT_ENV = "IOTFLEET_SANDBOX_APPSYNC_PORT"  # sandbox/settings.py reads it
+# The other services' ports (sandbox/settings.py reads them; the playbooks get them with -e as well).
+SERVICE_PORT_VARS = {
+    "IOTFLEET_SANDBOX_MQTT_PORT": "iotfleet_sandbox_mqtt_port",
+    "IOTFLEET_SANDBOX_DISCORD_PORT": "iotfleet_sandbox_discord_port",
+    "IOTFLEET_SANDBOX_HOSTING_PORT": "iotfleet_sandbox_hosting_port",
+}
 
 
 def _free_ports(count):
@@ -46,19 +52,26 @@ def sandbox(tmp_path_factory):
     ephemeral port some other connection of this machine already uses.
     """
     state_dir = tmp_path_factory.mktemp("sandbox")
-    port, appsync_port = _free_ports(2)
-    previous = os.environ.get(APPSYNC_PORT_ENV)
-    os.environ[APPSYNC_PORT_ENV] = str(appsync_port)
+    port, appsync_port, *service_ports = _free_ports(2 + len(SERVICE_PORT_VARS))
+    ports = {APPSYNC_PORT_ENV: appsync_port, **dict(zip(SERVICE_PORT_VARS, service_ports, strict=True))}
+    previous = {name: os.environ.get(name) for name in ports}
+    os.environ.update({name: str(value) for name, value in ports.items()})
     try:
         up = _sandbox("up", state_dir=state_dir, port=port)
         assert up.returncode == 0, up.stdout + up.stderr
-        yield {"port": port, "endpoint": f"http://127.0.0.1:{port}", "state_dir": state_dir}
+        yield {
+            "port": port,
+            "endpoint": f"http://127.0.0.1:{port}",
+            "state_dir": state_dir,
+            "ports": {SERVICE_PORT_VARS.get(name, name): value for name, value in ports.items()},
+        }
     finally:
         _sandbox("down", state_dir=state_dir, port=port)
-        if previous is None:
-            os.environ.pop(APPSYNC_PORT_ENV, None)
-        else:
-            os.environ[APPSYNC_PORT_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +117,8 @@ class PlaybookRun:
 def playbook(sandbox):
     """playbook(path, *extra_args) runs ansible-playbook against the private sandbox."""
 
+    port_vars = [arg for var in SERVICE_PORT_VARS.values() for arg in ("-e", f"{var}={sandbox['ports'][var]}")]
+
     def run(path, *extra):
         env = dict(
             os.environ,
@@ -113,7 +128,7 @@ def playbook(sandbox):
             PATH=f"{BIN}:{os.environ['PATH']}",
         )
         proc = subprocess.run(
-            [str(BIN / "ansible-playbook"), path, "-e", f"iotfleet_sandbox_port={sandbox['port']}", *extra],
+            [str(BIN / "ansible-playbook"), path, "-e", f"iotfleet_sandbox_port={sandbox['port']}", *port_vars, *extra],
             cwd=ROOT,
             env=env,
             capture_output=True,
