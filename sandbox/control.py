@@ -145,7 +145,10 @@ def up(settings: Settings) -> int:
 
 
 def down(settings: Settings) -> int:
+    from sandbox import devices  # imports this module; loaded only when needed
+
     with locked(settings):
+        devices.down(settings)  # the virtual devices first: they are clients of the services below
         simulator.down(settings)
         esp32_boards.down(settings)
         pid = read_pid(settings)
@@ -177,6 +180,9 @@ def status(settings: Settings) -> int:
     board_lines, board_code = esp32_boards.status_lines(settings)
     for line in board_lines:
         print(line)
+    from sandbox import devices
+
+    print(devices.status_line(settings))
     code = max(code, board_code)
     print(settings.endpoint)
     return code

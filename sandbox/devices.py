@@ -43,6 +43,7 @@ from pathlib import Path
 
 from sandbox import control
 from sandbox import esp32_boards
+from sandbox import procs
 from sandbox.esp32_board import parse_flash_size
 from sandbox.esp32_boards import VirtualBoard
 from sandbox.settings import ROOT
@@ -335,24 +336,14 @@ def running_pid(settings: Settings) -> int | None:
         pid = int(pid_file(settings).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    if not control.is_alive(pid):
+    if not procs.is_alive(pid):
         return None
     args = _cmdline(pid)
     return pid if "sandbox.devices" in args and str(pid_file(settings)) in args else None
 
 
 def _stop(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    for wait in (STOP_TIMEOUT, 2.0):
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not control.is_alive(pid):
-                return
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    raise RuntimeError(f"process {pid} did not stop")
+    procs.stop(pid, STOP_TIMEOUT, kill_wait=2.0, poll=0.05)
 
 
 def _log_tail(settings: Settings) -> str:
