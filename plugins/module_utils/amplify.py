@@ -3,7 +3,7 @@
 # Copyright: iotfleet developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Helpers for the Amplify modules: amplify_app (Amplify Hosting) and amplify_secret (SSM).
+"""Helpers for the Amplify modules: amplify_app and amplify_deployment (Amplify Hosting), amplify_secret (SSM).
 
 One error handler per service (amazon.aws's AWSErrorHandler pattern): "not found" becomes None
 (or False for deletions), anything else raises AnsibleAmplifyError, which main() turns into
@@ -136,6 +136,41 @@ def update_branch(client, app_id, name, **params):
 def delete_branch(client, app_id, name):
     client.delete_branch(appId=app_id, branchName=name, aws_retry=True)
     return True
+
+
+@AmplifyErrorHandler.list_error_handler("get the Amplify branch")
+def get_branch(client, app_id, name):
+    return client.get_branch(appId=app_id, branchName=name, aws_retry=True)["branch"]
+
+
+# Manual deployments (amplify_deployment).
+
+
+@AmplifyErrorHandler.common_error_handler("create a deployment of the Amplify branch")
+def create_deployment(client, app_id, branch):
+    """(jobId, zipUploadUrl) of a new manual deployment, waiting for its zip."""
+    answer = client.create_deployment(appId=app_id, branchName=branch, aws_retry=True)
+    return answer["jobId"], answer["zipUploadUrl"]
+
+
+@AmplifyErrorHandler.common_error_handler("start the deployment of the Amplify branch")
+def start_deployment(client, app_id, branch, job_id):
+    return client.start_deployment(appId=app_id, branchName=branch, jobId=job_id, aws_retry=True)["jobSummary"]
+
+
+@AmplifyErrorHandler.common_error_handler("get the deployment job of the Amplify branch")
+def get_job(client, app_id, branch, job_id):
+    return client.get_job(appId=app_id, branchName=branch, jobId=job_id, aws_retry=True)["job"]
+
+
+def job_failure_reason(job):
+    """Why a job did not succeed, from its failed step(s), else its status."""
+    reasons = [
+        f"{step.get('stepName', 'step')}: {step['statusReason']}"
+        for step in job.get("steps") or []
+        if step.get("statusReason")
+    ]
+    return "; ".join(reasons) or f"the job ended with status {job['summary']['status']}"
 
 
 # Custom domains.
