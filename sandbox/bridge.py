@@ -427,8 +427,8 @@ class Connection:
 def service_connection(settings: Settings) -> Connection:
     from sandbox import broker  # the broker engineer's module: the service identity's certificate
 
-    ca, cert, key = broker.service_identity(settings)
-    return Connection(settings.host, settings.mqtt_port, str(ca), str(cert), str(key))
+    identity = broker.service_identity(settings)
+    return Connection(settings.host, settings.mqtt_port, str(identity.ca), str(identity.cert), str(identity.key))
 
 
 class Bridge:

@@ -136,6 +136,10 @@ class ShadowService:
             self._reject(thing, "update", 400, "Missing required node: state", token)
             return
         previous = self._get(thing)
+        if "version" in body and (previous is None or previous.get("version") != body["version"]):
+            # moto answers HTTP 500 for a version on a thing without shadow; AWS answers a conflict
+            self._reject(thing, "update", 409, "Version conflict", token)
+            return
         request = {key: value for key, value in body.items() if key != "clientToken"}
         answer = self.data.update_thing_shadow(thingName=thing, payload=json.dumps(request).encode())
         accepted = json.loads(answer["payload"].read())

@@ -3,6 +3,7 @@
 import base64
 import json
 import logging
+import queue
 import threading
 
 import pytest
@@ -243,3 +244,264 @@ def test_one_device_s_messages_are_handled_in_order(fake):
 )
 def test_client_id_of(topic, payload, prop, expected):
     assert bridge.client_id_of(topic, payload, prop) == expected
+
+
+# -- over a real Mosquitto (plain TCP on a free port) ---------------------------------------------
+
+REGION = "eu-north-1"
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    import shutil
+    import subprocess
+    import time
+
+    from tests.unit.sandbox.conftest import free_port
+
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import socket
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.kill()
+        process.wait()
+
+
+class Client:
+    """A test MQTT v5 client that collects what it receives."""
+
+    def __init__(self, port, client_id="tester"):
+        import paho.mqtt.client as mqtt
+
+        self.messages = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda client, userdata, message: self.messages.put(
+            (message.topic, json.loads(message.payload))
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def subscribe(self, *filters):
+        for topic_filter in filters:
+            self.client.subscribe(topic_filter, qos=1)[1]
+        import time
+
+        time.sleep(0.3)  # SUBACK; the assertions below wait on messages, not on time
+
+    def publish(self, topic, payload, client_id_property=None):
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = None
+        if client_id_property:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = [("iotfleet-client-id", client_id_property)]
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.client.publish(topic, data, qos=1, properties=properties).wait_for_publish(5)
+
+    def next(self, timeout=5.0):
+        return self.messages.get(timeout=timeout)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def start_bridge(port, engine, rules, shadows=None, read_versions=dict):
+    bridge_ = bridge.Bridge(bridge.Connection("127.0.0.1", port), engine, shadows, lambda: rules, read_versions)
+    bridge_.start()
+    assert bridge_.connected.wait(10)
+    return bridge_
+
+
+def wait_for(predicate, timeout=5.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_over_mqtt_the_client_id_comes_from_the_broker_s_user_property(mosquitto, fake):
+    engine = Engine(Actions(fake.invoke, fake.publish, fake.log), Workers(2))
+    running = start_bridge(mosquitto, engine, [rule()])
+    device = Client(mosquitto)
+    try:
+        import time
+
+        time.sleep(0.3)  # the bridge's SUBACK
+        device.publish("4827E2E59190/telemetry", {"temperature": 20}, client_id_property="4827E2E59190")
+        device.publish("AAAAAAAAAAAA/telemetry", {"temperature": 21})  # no property: the thing in the topic
+        device.publish("4827E2E59190/downlink", {"temperature": 22})  # no rule
+        assert wait_for(lambda: len(fake.invocations) == 2)
+        assert [(e["device_id"], e["temperature"]) for _arn, e in fake.invocations] == [
+            ("4827E2E59190", 20),
+            ("AAAAAAAAAAAA", 21),
+        ]
+    finally:
+        device.close()
+        running.stop()
+
+
+def test_over_mqtt_rule_changes_change_the_subscriptions(mosquitto, fake):
+    rules = [rule()]
+    engine = Engine(Actions(fake.invoke, fake.publish, fake.log), Workers(1))
+    running = bridge.Bridge(bridge.Connection("127.0.0.1", mosquitto), engine, None, lambda: list(rules), dict)
+    running.start()
+    device = Client(mosquitto)
+    try:
+        assert running.connected.wait(10)
+        rules[:] = [rule(name="alerts", sql="SELECT temperature FROM 'alerts/+' WHERE temperature > 50")]
+        running.refresh_rules()
+        assert running.filters.keys() == {"alerts/+"}
+        import time
+
+        time.sleep(0.3)
+        device.publish("A/telemetry", {"temperature": 60})
+        device.publish("alerts/A", {"temperature": 40})
+        device.publish("alerts/A", {"temperature": 60})
+        assert wait_for(lambda: len(fake.invocations) == 1)
+        time.sleep(0.3)
+        assert [event for _arn, event in fake.invocations] == [{"temperature": 60}]
+    finally:
+        device.close()
+        running.stop()
+
+
+THING = "4827E2E59190"
+SHADOW = f"$aws/things/{THING}/shadow"
+
+
+@pytest.fixture
+def shadow_bridge(aws, mosquitto):
+    """The bridge's shadow service against moto in process, on the local Mosquitto; yields (bridge, device)."""
+    import boto3
+
+    from sandbox import shadow as shadow_mod
+    from sandbox import shadow_ext
+
+    boto3.client("iot", region_name=REGION).create_thing(thingName=THING)
+    data = boto3.client("iot-data", region_name=REGION)
+    holder = {}
+    service = shadow_mod.ShadowService(data, lambda topic, payload: holder["bridge"].publish(topic, payload))
+    engine = Engine(Actions(None, None, None), Workers(2))
+    running = bridge.Bridge(
+        bridge.Connection("127.0.0.1", mosquitto), engine, service, list, lambda: shadow_ext.versions(REGION)
+    )
+    holder["bridge"] = running
+    running.start()
+    poller = threading.Thread(target=running.run, daemon=True)
+    poller.start()
+    device = Client(mosquitto, client_id=THING)
+    try:
+        assert running.connected.wait(10)
+        device.subscribe(f"{SHADOW}/+/+")
+        yield running, device, data
+    finally:
+        device.close()
+        running.stop()
+        poller.join(5)
+
+
+def test_shadow_get_without_a_shadow_is_rejected_404(shadow_bridge):
+    _bridge, device, _data = shadow_bridge
+    device.publish(f"{SHADOW}/get", b"")
+    topic, document = device.next()
+    assert topic == f"{SHADOW}/get/rejected"
+    assert document["code"] == 404
+    assert document["message"] == f"No shadow exists with name: '{THING}'"
+
+
+def test_shadow_report_then_get(shadow_bridge):
+    _bridge, device, _data = shadow_bridge
+    device.publish(f"{SHADOW}/update", {"state": {"reported": {"sendIntervalSeconds": 60}}, "clientToken": "t1"})
+    topic, accepted = device.next()
+    assert topic == f"{SHADOW}/update/accepted"
+    assert accepted["state"] == {"reported": {"sendIntervalSeconds": 60}}
+    assert accepted["version"] == 1
+    assert accepted["clientToken"] == "t1"
+    topic, documents = device.next()
+    assert topic == f"{SHADOW}/update/documents"
+    assert documents["previous"] is None
+    assert documents["current"]["state"] == {"reported": {"sendIntervalSeconds": 60}}
+    device.publish(f"{SHADOW}/get", b"")
+    topic, document = device.next()
+    assert topic == f"{SHADOW}/get/accepted"
+    assert document["state"] == {"reported": {"sendIntervalSeconds": 60}}
+    assert document["version"] == 1
+
+
+def test_shadow_desired_change_over_mqtt_sends_the_delta(shadow_bridge):
+    _bridge, device, _data = shadow_bridge
+    device.publish(f"{SHADOW}/update", {"state": {"reported": {"sendIntervalSeconds": 60}}})
+    device.next(), device.next()
+    device.publish(f"{SHADOW}/update", {"state": {"desired": {"sendIntervalSeconds": 30}}})
+    received = [device.next() for _index in range(3)]
+    assert [topic for topic, _doc in received] == [
+        f"{SHADOW}/update/accepted",
+        f"{SHADOW}/update/documents",
+        f"{SHADOW}/update/delta",
+    ]
+    delta = received[2][1]
+    assert delta["state"] == {"sendIntervalSeconds": 30}
+    assert delta["version"] == 2
+    # The device reports the new value: no delta left, none sent.
+    device.publish(f"{SHADOW}/update", {"state": {"reported": {"sendIntervalSeconds": 30}}})
+    assert [device.next()[0] for _index in range(2)] == [f"{SHADOW}/update/accepted", f"{SHADOW}/update/documents"]
+    with pytest.raises(queue.Empty):
+        device.next(timeout=1.5)
+
+
+def test_shadow_desired_change_through_the_api_reaches_the_device_within_two_seconds(shadow_bridge):
+    import time
+
+    _bridge, device, data = shadow_bridge
+    device.publish(f"{SHADOW}/update", {"state": {"reported": {"sendIntervalSeconds": 60}}})
+    device.next(), device.next()
+    changed = time.monotonic()
+    data.update_thing_shadow(thingName=THING, payload=json.dumps({"state": {"desired": {"sendIntervalSeconds": 15}}}))
+    topic, delta = device.next(timeout=2.0)
+    assert time.monotonic() - changed <= 2.0  # the issue's "within a couple of seconds"
+    assert topic == f"{SHADOW}/update/delta"
+    assert delta["state"] == {"sendIntervalSeconds": 15}
+
+
+def test_shadow_bad_update_is_rejected_400(shadow_bridge):
+    _bridge, device, _data = shadow_bridge
+    device.publish(f"{SHADOW}/update", b"{not json")
+    topic, document = device.next()
+    assert topic == f"{SHADOW}/update/rejected"
+    assert document["code"] == 400
+    device.publish(f"{SHADOW}/update", {"state": {"reported": {"a": 1}}, "version": 7, "clientToken": "c"})
+    topic, document = device.next()
+    assert (topic, document["code"], document["clientToken"]) == (f"{SHADOW}/update/rejected", 409, "c")
+
+
+def test_shadow_delete(shadow_bridge):
+    _bridge, device, _data = shadow_bridge
+    device.publish(f"{SHADOW}/delete", b"")
+    topic, document = device.next()
+    assert (topic, document["code"]) == (f"{SHADOW}/delete/rejected", 404)
+    device.publish(f"{SHADOW}/update", {"state": {"reported": {"a": 1}}})
+    device.next(), device.next()
+    device.publish(f"{SHADOW}/delete", b"")
+    topic, document = device.next()
+    assert (topic, document["version"]) == (f"{SHADOW}/delete/accepted", 2)
+    device.publish(f"{SHADOW}/get", b"")
+    assert device.next()[0] == f"{SHADOW}/get/rejected"
