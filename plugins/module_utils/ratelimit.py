@@ -103,11 +103,19 @@ class RateLimiter:
     """One TokenBucket per operation name, and counters of what happened to each operation.
 
     Operations without a rate are not limited (only counted).
+
+    Each bucket starts full. By default it holds one token (no burst: requests are spread evenly from
+    the first one). With `burst_seconds`, it holds that many seconds' worth of its rate (at least one
+    token), as AWS's own per-API token buckets do (a burst of about one second); a run then starts with
+    a burst, and is paced at `rate` after it.
     """
 
-    def __init__(self, rates, capacity=1.0, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, rates, capacity=1.0, clock=time.monotonic, sleep=time.sleep, burst_seconds=None):
         self.rates = dict(rates)
-        self._buckets = {op: TokenBucket(rate, capacity, clock, sleep) for op, rate in self.rates.items()}
+        self._buckets = {
+            op: TokenBucket(rate, max(1.0, rate * burst_seconds) if burst_seconds else capacity, clock, sleep)
+            for op, rate in self.rates.items()
+        }
         self._lock = threading.Lock()
         self.calls = {}
         self.waited = {}

@@ -319,6 +319,7 @@ summary:
       sample: {}
 """
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -326,11 +327,24 @@ from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
 from datetime import datetime
+from urllib.error import HTTPError
+from urllib.error import URLError
 
+try:
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+except ImportError:
+    pass  # AnsibleAWSModule reports the missing library.
+
+from ansible.module_utils.urls import open_url
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
+from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import AnsibleAppSyncError
+from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import appsync_client
+from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import list_graphql_apis
 from ansible_collections.iotfleet.aws.plugins.module_utils.dynamodb import DynamoDBErrorHandler
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import GROUP_NAME_RE
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import THING_NAME_RE
@@ -346,6 +360,7 @@ from ansible_collections.iotfleet.aws.plugins.module_utils.iot import detach_iot
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import detach_thing_principal
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import iot_retry_decorator
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_attached_policy_names
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_certificate_summaries
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_principal_things
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing_group_names_for_thing
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing_principals
@@ -373,6 +388,7 @@ CALLED_APIS = (
     "DetachPolicy",
     "DetachThingPrincipal",
     "ListAttachedPolicies",
+    "ListCertificates",
     "ListPrincipalThings",
     "ListThingGroupsForThing",
     "ListThingPrincipals",
@@ -390,6 +406,9 @@ MAX_ATTRIBUTES_WITHOUT_TYPE = 3
 # BatchGetItem takes at most this many keys a call.
 BATCH_GET_LIMIT = 100
 STATUS_STEP = {"REVOKED": "revoke_certificate", "INACTIVE": "deactivate_certificate"}
+# Client-side buckets start full and save up one second's worth of requests, like AWS's own token
+# buckets (and the sandbox's --throttle mode): the first second of a run is not wasted.
+BURST_SECONDS = 1.0
 # Seconds between two looks at a certificate's things while waiting for the detachment.
 DETACH_POLL_INTERVAL = 1
 
@@ -460,39 +479,106 @@ def describe_table(client, name):
 
 
 @DynamoDBErrorHandler.common_error_handler("read the devices' rows in the devices table")
-def get_device_statuses(client, table, device_ids):
-    """device_id -> status for the devices that have a row (status None when the row has none)."""
-    statuses = {}
+def get_device_rows(client, table, device_ids):
+    """device_id -> {status, certificate_id} for the devices that have a row (None for an attribute it lacks)."""
+    rows = {}
     for start in range(0, len(device_ids), BATCH_GET_LIMIT):
         request = {
             table: dict(
                 Keys=[{"device_id": {"S": device_id}} for device_id in device_ids[start : start + BATCH_GET_LIMIT]],
                 ConsistentRead=True,
-                ProjectionExpression="#device_id, #status",
-                ExpressionAttributeNames={"#device_id": "device_id", "#status": "status"},
+                ProjectionExpression="#device_id, #status, #certificate_id",
+                ExpressionAttributeNames={
+                    "#device_id": "device_id",
+                    "#status": "status",
+                    "#certificate_id": "certificate_id",
+                },
             )
         }
         while request:
             answer = client.batch_get_item(RequestItems=request, aws_retry=True)
             for row in answer["Responses"].get(table, []):
-                statuses[row["device_id"]["S"]] = row.get("status", {}).get("S")
+                rows[row["device_id"]["S"]] = dict(
+                    status=row.get("status", {}).get("S"), certificate_id=row.get("certificate_id", {}).get("S")
+                )
             # Keys DynamoDB did not get to (throughput); asked again, as its documentation says.
             request = answer.get("UnprocessedKeys") or {}
-    return statuses
+    return rows
 
 
 @DynamoDBErrorHandler.common_error_handler("mark the device revoked in the devices table")
-def mark_device_revoked(client, table, device_id, revoked_at_ms):
+def mark_device_revoked(client, table, device_id, revoked_at_ms, certificate_id=None):
     """What the GraphQL mutation revokeDevice writes (files/graphql/resolvers), under the same condition."""
+    update = "SET #status = :revoked, #revoked_at = if_not_exists(#revoked_at, :timestamp)"
+    names = {"#status": "status", "#revoked_at": "revoked_at", "#device_id": "device_id"}
+    values = {":revoked": {"S": "revoked"}, ":timestamp": {"N": str(revoked_at_ms)}}
+    if certificate_id:
+        update += ", #revoked_certificate_id = if_not_exists(#revoked_certificate_id, :certificate_id)"
+        names["#revoked_certificate_id"] = "revoked_certificate_id"
+        values[":certificate_id"] = {"S": certificate_id}
     client.update_item(
         TableName=table,
         Key={"device_id": {"S": device_id}},
-        UpdateExpression="SET #status = :revoked, #revoked_at = if_not_exists(#revoked_at, :timestamp)",
+        UpdateExpression=update,
         ConditionExpression="attribute_exists(#device_id)",
-        ExpressionAttributeNames={"#status": "status", "#revoked_at": "revoked_at", "#device_id": "device_id"},
-        ExpressionAttributeValues={":revoked": {"S": "revoked"}, ":timestamp": {"N": str(revoked_at_ms)}},
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=values,
         aws_retry=True,
     )
+
+
+class BackendError(Exception):
+    """The GraphQL API refused or did not answer a mutation."""
+
+
+REVOKE_DEVICE_MUTATION = (
+    "mutation RevokeDevice($device_id: ID!, $timestamp: Float!, $certificate_id: String) "
+    "{ revokeDevice(device_id: $device_id, timestamp: $timestamp, certificate_id: $certificate_id) "
+    "{ device_id status } }"
+)
+
+
+class BackendWriter:
+    """The backend's revokeDevice mutation, signed with SigV4 (IAM auth), one request per device.
+
+    Through the API, not DynamoDB, so that AppSync's onUpdateDevice subscription (the dashboard) sees it.
+    The credentials are resolved once per run; each request is signed on its own.
+    """
+
+    def __init__(self, url, region, credentials, limiter=None, timeout=30):
+        self.url = url
+        self.region = region
+        self.credentials = credentials
+        self.limiter = limiter
+        self.timeout = timeout
+
+    def post(self, document, variables):
+        payload = json.dumps({"query": document, "variables": variables})
+        request = AWSRequest(method="POST", url=self.url, data=payload, headers={"Content-Type": "application/json"})
+        SigV4Auth(self.credentials, "appsync", self.region).add_auth(request)
+        if self.limiter is not None:
+            self.limiter.acquire("GraphQL")
+        try:
+            response = open_url(
+                self.url, data=payload, headers=dict(request.headers.items()), method="POST", timeout=self.timeout
+            )
+            text = response.read()
+        except HTTPError as e:
+            text = e.read()
+        except (URLError, OSError) as e:
+            raise BackendError(f"the GraphQL API {self.url} is unreachable: {e}") from None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise BackendError(f"the GraphQL API {self.url} did not answer JSON: {text[:300]!r}") from None
+
+    def revoke(self, device_id, timestamp, certificate_id=None):
+        variables = dict(device_id=device_id, timestamp=timestamp, certificate_id=certificate_id)
+        answer = self.post(REVOKE_DEVICE_MUTATION, variables)
+        errors = answer.get("errors") or []
+        if errors or not (answer.get("data") or {}).get("revokeDevice"):
+            messages = "; ".join(str(error.get("message")) for error in errors) or "no device returned"
+            raise BackendError(f"the GraphQL mutation revokeDevice failed: {messages}")
 
 
 def now_text():
@@ -515,23 +601,30 @@ def error_text(e):
 
 
 class Revocation:
-    """Revokes things; `iot` (and `data`, `dynamodb` when used) are retrying clients with a RateLimiter installed."""
+    """Revokes things; `iot` (and `data`, `dynamodb` when used) are retrying clients with a RateLimiter installed.
 
-    def __init__(self, iot, params, check_mode, data=None, dynamodb=None, devices_table=None):
+    `backend`, when given, writes the devices table through the GraphQL API (BackendWriter); otherwise
+    the row is written with DynamoDB UpdateItem (the same expression as the revokeDevice resolver).
+    """
+
+    def __init__(self, iot, params, check_mode, data=None, dynamodb=None, devices_table=None, backend=None):
         self.iot = iot
         self.data = data
         self.dynamodb = dynamodb
         self.devices_table = devices_table
+        self.backend = backend
         self.params = params
         self.check_mode = check_mode
-        self.table_statuses = {}
+        self.table_rows = {}
+        self.certificate_statuses = {}
+        self.thing_groups = {}
         self._dynamic_groups = {}
         self._groups_lock = threading.Lock()
 
     # Reading.
 
     def read_certificates(self, name):
-        """The certificates attached to the thing, with their status."""
+        """The certificates attached to the thing, with their status (from the run's ListCertificates)."""
         principals = list_thing_principals(self.iot, name)
         if principals is None:
             raise DeviceFailure("the thing was deleted while it was being revoked")
@@ -539,10 +632,15 @@ class Revocation:
         for arn in sorted(principals):
             if ":cert/" not in arn:
                 continue
-            described = describe_certificate(self.iot, arn.rsplit("/", 1)[-1])
-            if described is None:
-                continue
-            certificates.append(Certificate(described["certificateId"], arn, described["status"]))
+            certificate_id = arn.rsplit("/", 1)[-1]
+            status = self.certificate_statuses.get(certificate_id)
+            if status is None:
+                # Made after the run listed the certificates.
+                described = describe_certificate(self.iot, certificate_id)
+                if described is None:
+                    continue
+                status = described["status"]
+            certificates.append(Certificate(certificate_id, arn, status))
         return certificates
 
     def is_dynamic_group(self, group):
@@ -552,6 +650,40 @@ class Revocation:
                 described = describe_thing_group(self.iot, group) or {}
                 self._dynamic_groups[group] = bool(described.get("queryString"))
             return self._dynamic_groups[group]
+
+    def is_settled(self, thing):
+        """Already revoked, as far as the run's listings tell: revoked_at recorded, in the quarantine group and
+        in no other static group, the devices table (if any) says revoked. Whether a usable certificate is
+        attached again is checked for all settled devices at once (attached_things)."""
+        name = thing["thingName"]
+        if REVOKED_AT not in (thing.get("attributes") or {}) or self.params["delete"]:
+            return False
+        groups = self.thing_groups.get(name, [])
+        quarantine = self.params["quarantine_group"]
+        if quarantine not in groups or any(g != quarantine and not self.is_dynamic_group(g) for g in groups):
+            return False
+        row = self.table_rows.get(name)
+        return row is None or row.get("status") == "revoked"
+
+    def attached_things(self, names, pool):
+        """Which of `names` have a certificate attached that could connect (ACTIVE), or, on the per-thing path,
+        any principal at all.
+
+        Whichever is fewer requests: one ListPrincipalThings per ACTIVE certificate of the account, or one
+        ListThingPrincipals per thing. A REVOKED or INACTIVE certificate re-attached by hand is only noticed on the
+        per-thing path; it cannot connect, and it is noticed once re-activated.
+        """
+        if not names:
+            return set()
+        active = [c for c, status in self.certificate_statuses.items() if status == "ACTIVE"]
+        if len(active) < len(names):
+            arns = [self.certificate_arns[c] for c in active]
+            found = set()
+            for things in pool.map(lambda arn: list_principal_things(self.iot, arn), arns):
+                found.update(things)
+            return found & set(names)
+        principals = pool.map(lambda name: list_thing_principals(self.iot, name), names)
+        return {name for name, attached in zip(names, principals, strict=True) if attached}
 
     # Writing, one device at a time.
 
@@ -566,9 +698,34 @@ class Revocation:
         result = DeviceResult(name)
         try:
             self.revoke_device(thing, result)
-        except (DeviceFailure, AnsibleAWSError) as e:
+        except (DeviceFailure, AnsibleAWSError, BackendError) as e:
             result.error = error_text(e)
         return result
+
+    def settled(self, thing):
+        """The result of a device that is already revoked: nothing to do."""
+        name = thing["thingName"]
+        result = DeviceResult(name)
+        result.revoked_at = thing["attributes"][REVOKED_AT]
+        result.thing_groups = sorted(self.thing_groups.get(name, []))
+        result.devices_table_status = "revoked" if name in self.table_rows else None
+        return result
+
+    def mark_revoked(self, result, name, certificates):
+        row = self.table_rows.get(name)
+        if row is None or row.get("status") == "revoked":
+            return
+        # The certificate the backend knows the device by, if it is one of those revoked; else the first revoked.
+        ids = [c.certificate_id for c in certificates]
+        certificate_id = row.get("certificate_id") if row.get("certificate_id") in ids else (ids[0] if ids else None)
+        timestamp = epoch_ms(result.revoked_at)
+        if self.backend is not None:
+            self.write(result, "mark_revoked_in_devices_table", self.backend.revoke, name, timestamp, certificate_id)
+        else:
+            step = "mark_revoked_in_devices_table"
+            self.write(
+                result, step, mark_device_revoked, self.dynamodb, self.devices_table, name, timestamp, certificate_id
+            )
 
     def revoke_device(self, thing, result):
         name = thing["thingName"]
@@ -579,23 +736,23 @@ class Revocation:
         result.revoked_at = now_text() if result.newly_revoked else attributes[REVOKED_AT]
         # Certificates first: from here on the device cannot open a connection, whatever happens next.
         self.ensure_certificate_status(certificates, result)
-        for cert in certificates:
-            cert.policies = sorted(list_attached_policy_names(self.iot, cert.certificate_arn))
-        groups = sorted(list_thing_group_names_for_thing(self.iot, name) or [])
-        table = self.devices_table
-        has_row, table_status = name in self.table_statuses, self.table_statuses.get(name)
-        result.before = self.view(certificates, groups, attributes.get(REVOKED_AT), table_status, before=True)
-
+        groups = sorted(self.thing_groups.get(name, []))
+        table_status = self.table_rows.get(name, {}).get("status")
+        has_row = name in self.table_rows
         # Before the session is dropped: the backend then ignores the disconnection event it causes
         # instead of reporting it as an ordinary one.
-        if has_row and table_status != "revoked":
-            step = "mark_revoked_in_devices_table"
-            self.write(result, step, mark_device_revoked, self.dynamodb, table, name, epoch_ms(result.revoked_at))
+        self.mark_revoked(result, name, certificates)
         result.devices_table_status = "revoked" if has_row else None
         session_error = self.drop_session(name, result)
+        for cert in certificates:
+            cert.policies = sorted(list_attached_policy_names(self.iot, cert.certificate_arn))
+        result.before = self.view(certificates, groups, attributes.get(REVOKED_AT), table_status, before=True)
         self.detach(name, certificates, result)
         if not self.params["delete"]:
             result.thing_groups = self.ensure_quarantine(name, groups, result)
+        # AWS detaches asynchronously; waited for after the quarantine so that the two overlap.
+        if certificates and not self.check_mode:
+            self.wait_for_detachment(name, certificates)
         if session_error:
             # The device cannot connect again, but it may still be connected: it is not done, so
             # neither revoked_at (which ends a revocation) nor the deletion happens before a re-run.
@@ -666,8 +823,6 @@ class Revocation:
         for cert in certificates:
             step = f"detach_thing_principal {cert.certificate_id}"
             self.write(result, step, detach_thing_principal, self.iot, name, cert.certificate_arn)
-        if certificates and not self.check_mode:
-            self.wait_for_detachment(name, certificates)
 
     def wait_for_detachment(self, name, certificates):
         """AWS detaches a principal from a thing asynchronously: wait until no certificate lists the thing."""
@@ -715,20 +870,33 @@ class Revocation:
         self.write(result, "set_revoked_at", update_thing, self.iot, thing["thingName"], attributePayload=payload)
 
     def run(self, names, max_workers):
-        """Look every thing up, then revoke the existing ones; returns (DeviceResults in order, missing names)."""
+        """Look every thing up, then revoke the existing ones; returns (DeviceResults in order, missing names).
+
+        Reading costs a few listings and cheap per-thing calls (DescribeThing 350/s, ListThingGroupsForThing
+        100/s); the 10/s APIs are only asked about devices that are not already revoked (see attached_things).
+        """
         with ThreadPoolExecutor(max_workers=max_workers) as pool:
+            listed = pool.submit(list_certificate_summaries, self.iot)
             things = list(pool.map(lambda name: describe_thing(self.iot, name), names))
-        missing = [name for name, thing in zip(names, things, strict=True) if thing is None]
-        if missing and self.params["missing"] == "fail":
-            return None, missing
-        existing = [thing for thing in things if thing is not None]
-        if self.devices_table:
-            names_found = [thing["thingName"] for thing in existing]
-            self.table_statuses = get_device_statuses(self.dynamodb, self.devices_table, names_found)
-        with ThreadPoolExecutor(max_workers=max_workers) as pool:
-            results = pool.map(self.revoke, existing)
-            revoked = {thing["thingName"]: result for thing, result in zip(existing, results, strict=True)}
-        return [revoked.get(name) or DeviceResult(name, missing=True) for name in names], missing
+            missing = [name for name, thing in zip(names, things, strict=True) if thing is None]
+            if missing and self.params["missing"] == "fail":
+                return None, missing
+            existing = [thing for thing in things if thing is not None]
+            found = [thing["thingName"] for thing in existing]
+            groups = pool.map(lambda name: list_thing_group_names_for_thing(self.iot, name) or [], found)
+            self.thing_groups = dict(zip(found, groups, strict=True))
+            if self.devices_table:
+                self.table_rows = get_device_rows(self.dynamodb, self.devices_table, found)
+            summaries = listed.result()
+            self.certificate_statuses = {c["certificateId"]: c["status"] for c in summaries}
+            self.certificate_arns = {c["certificateId"]: c["certificateArn"] for c in summaries}
+            candidates = [thing for thing in existing if self.is_settled(thing)]
+            attached = self.attached_things([thing["thingName"] for thing in candidates], pool)
+            settled = {thing["thingName"] for thing in candidates if thing["thingName"] not in attached}
+            pending = [thing for thing in existing if thing["thingName"] not in settled]
+            results = {thing["thingName"]: self.settled(thing) for thing in existing if thing["thingName"] in settled}
+            results.update(zip((thing["thingName"] for thing in pending), pool.map(self.revoke, pending), strict=True))
+        return [results.get(name) or DeviceResult(name, missing=True) for name in names], missing
 
 
 # Checks before any AWS call, then before any write.
@@ -798,6 +966,34 @@ def data_plane_client(module, iot, config):
     return module.client("iot-data", retry_decorator=iot_retry_decorator(), endpoint=endpoint, config=config)
 
 
+def backend_writer(module, limiter):
+    """The revokeDevice mutation of the API named devices_api, or None (a direct write) when there is no such API."""
+    name = module.params["devices_api"]
+    try:
+        matches = [api for api in list_graphql_apis(appsync_client(module)) if api["name"] == name]
+    except AnsibleAppSyncError as e:
+        module.fail_json_aws_error(e)
+    if not matches:
+        module.warn(
+            f"devices_api: no AppSync API named {name!r}; the devices table is written directly (no onUpdateDevice "
+            f"subscription fires)."
+        )
+        return None
+    if len(matches) > 1:
+        module.fail_json(msg=f"devices_api: {len(matches)} AppSync APIs are named {name!r}; nothing was changed.")
+    region, _endpoint, connection = get_aws_connection_info(module)
+    session = boto3.session.Session(
+        profile_name=connection.get("profile_name"),
+        aws_access_key_id=connection.get("aws_access_key_id"),
+        aws_secret_access_key=connection.get("aws_secret_access_key"),
+        aws_session_token=connection.get("aws_session_token"),
+    )
+    credentials = session.get_credentials()
+    if credentials is None:
+        module.fail_json(msg="devices_api: no AWS credentials to sign the GraphQL requests with; nothing was changed.")
+    return BackendWriter(matches[0]["uris"]["GRAPHQL"], region, credentials.get_frozen_credentials(), limiter)
+
+
 def missing_message(missing):
     return (
         f"things: no thing named {', '.join(missing)} in this account/region; nothing was changed. Check the names "
@@ -833,6 +1029,7 @@ def main():
         data_endpoint=dict(type="str"),
         devices_table=dict(type="str"),
         devices_table_missing=dict(type="str", default="fail", choices=["fail", "ignore"]),
+        devices_api=dict(type="str"),
         rate_limits=dict(type="dict", default={}),
         max_workers=dict(type="int", default=16),
         wait_timeout=dict(type="int", default=60),
@@ -840,7 +1037,7 @@ def main():
     module = IoTModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
     names = validate(module)
-    limiter = RateLimiter(rate_limits(module))
+    limiter = RateLimiter(rate_limits(module), burst_seconds=BURST_SECONDS)
     # One HTTP connection per worker, and a few spare.
     config = dict(max_pool_connections=params["max_workers"] + 4)
     iot = module.client("iot", retry_decorator=iot_retry_decorator(), config=config)
@@ -852,11 +1049,14 @@ def main():
     started = time.monotonic()
     try:
         table = check_setup(module, iot, dynamodb)
+        backend = backend_writer(module, limiter) if table and params["devices_api"] else None
         data = None
         if params["drop_sessions"] and not module.check_mode:
             data = data_plane_client(module, iot, config)
             limiter.install(data, service=DATA_PLANE_EVENT_SERVICE)
-        revocation = Revocation(iot, params, module.check_mode, data=data, dynamodb=dynamodb, devices_table=table)
+        revocation = Revocation(
+            iot, params, module.check_mode, data=data, dynamodb=dynamodb, devices_table=table, backend=backend
+        )
         results, missing = revocation.run(names, params["max_workers"])
     except AnsibleAWSError as e:
         module.fail_json_aws_error(e)

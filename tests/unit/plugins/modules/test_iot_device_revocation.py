@@ -414,7 +414,7 @@ def test_devices_table_status_is_set_like_the_revoke_device_mutation(
     fleet, revoke, devices_table, sessions, monkeypatch
 ):
     listed, unlisted = thing_name(1), thing_name(2)
-    provision(fleet, listed)
+    (listed_cert,) = provision(fleet, listed)
     provision(fleet, unlisted)
     sessions.live.add(listed)
     row = {"device_id": {"S": listed}, "status": {"S": "connected"}, "owner": {"S": "alice"}}
@@ -428,7 +428,12 @@ def test_devices_table_status_is_set_like_the_revoke_device_mutation(
     assert first["steps"].index("mark_revoked_in_devices_table") < first["steps"].index("drop_session")
     assert "mark_revoked_in_devices_table" not in second["steps"]
     item = devices_table.get_item(TableName=TABLE, Key={"device_id": {"S": listed}})["Item"]
-    assert item == {**row, "status": {"S": "revoked"}, "revoked_at": {"N": "1738324800000"}}
+    assert item == {
+        **row,
+        "status": {"S": "revoked"},
+        "revoked_at": {"N": "1738324800000"},
+        "revoked_certificate_id": {"S": listed_cert},  # the certificate readmitDevice compares a new one with
+    }
     assert "Item" not in devices_table.get_item(TableName=TABLE, Key={"device_id": {"S": unlisted}})
     assert result["diff"]["before"][listed]["devices_table_status"] == "connected"
     assert result["diff"]["after"][listed]["devices_table_status"] == "revoked"
@@ -586,13 +591,14 @@ def test_a_hundred_devices_in_one_call(fleet, revoke, calls, sessions):
 
     assert result["summary"]["newly_revoked"] == 100 and result["summary"]["failed"] == 0
     one_per_device = (
-        "DescribeThing ListThingPrincipals DescribeCertificate ListAttachedPolicies ListThingGroupsForThing "
+        "DescribeThing ListThingPrincipals ListAttachedPolicies ListThingGroupsForThing "
         "UpdateCertificate DeleteConnection DetachPolicy DetachThingPrincipal ListPrincipalThings "
         "UpdateThingGroupsForThing UpdateThing"
     ).split()
     expected = {api: 100 for api in one_per_device}
     # Per run: the quarantine group checked, the fleet group looked up once (static), the endpoint not needed.
     expected["DescribeThingGroup"] = 2
+    expected["ListCertificates"] = 1  # every certificate's status in one listing, not DescribeCertificate each
     assert result["summary"]["api_calls"] == dict(sorted(expected.items()))
     assert {api: calls[api] for api in expected} == expected
     assert sum(1 for d in result["devices"] if "drop_session" in d["steps"]) == 50
@@ -603,12 +609,12 @@ def test_a_hundred_devices_in_one_call(fleet, revoke, calls, sessions):
     again = revoke(names, max_workers=16)
 
     assert again["changed"] is False
+    # No 10/s API per device: one certificate listing, and no ACTIVE certificate to follow to its things.
     assert again["summary"]["api_calls"] == {
-        "DeleteConnection": 100,
         "DescribeThing": 100,
         "DescribeThingGroup": 1,
+        "ListCertificates": 1,
         "ListThingGroupsForThing": 100,
-        "ListThingPrincipals": 100,
     }
 
 
@@ -638,3 +644,109 @@ def test_a_session_that_cannot_be_dropped_leaves_the_revocation_open(fleet, revo
 
     assert device["steps"] == ["drop_session", "set_revoked_at"] and device["newly_revoked"] is True
     assert_revoked(fleet, name, certs)
+
+
+@pytest.mark.parametrize("healthy", [0, 3], ids=["per-active-certificate", "per-thing"])
+def test_a_rerun_fixes_a_certificate_reattached_and_reactivated_by_hand(fleet, revoke, calls, healthy):
+    """The re-run's cheap check still finds a usable certificate on a revoked thing, whichever way it looks."""
+    name, other = thing_name(1), thing_name(2)
+    (cert,) = provision(fleet, name)
+    provision(fleet, other)
+    for number in range(healthy):  # devices in service: ACTIVE certificates the re-run does not follow then
+        provision(fleet, thing_name(10 + number))
+    revoke([name, other], certificate_status="INACTIVE")
+    arn = certificate(fleet, cert)["certificateArn"]
+    fleet.update_certificate(certificateId=cert, newStatus="ACTIVE")
+    fleet.attach_thing_principal(thingName=name, principal=arn)
+    fleet.attach_policy(policyName=POLICY, target=arn)
+
+    again = revoke([name, other], certificate_status="INACTIVE")
+
+    fixed, untouched = again["devices"]
+    assert fixed["newly_revoked"] is True and f"deactivate_certificate {cert}" in fixed["steps"]
+    assert f"detach_policy {POLICY} {cert}" in fixed["steps"] and f"detach_thing_principal {cert}" in fixed["steps"]
+    assert untouched["changed"] is False
+    assert_revoked(fleet, name, [cert], status="INACTIVE")
+    # Then the one device that needs it is looked at closely: its principals, and the wait for the detachment.
+    if healthy:
+        # More ACTIVE certificates (4) than revoked devices to check (2): ListThingPrincipals per device.
+        assert (calls["ListThingPrincipals"], calls["ListPrincipalThings"]) == (2 + 1, 1)
+    else:
+        # Fewer: the one ACTIVE certificate is followed to its thing instead.
+        assert (calls["ListThingPrincipals"], calls["ListPrincipalThings"]) == (1, 1 + 1)
+
+
+def test_a_revoked_thing_moved_back_to_a_group_is_quarantined_again(fleet, revoke):
+    name = thing_name(1)
+    provision(fleet, name)
+    revoke([name])
+    fleet.add_thing_to_thing_group(thingGroupName=FLEET, thingName=name)
+
+    device = revoke([name])["devices"][0]
+
+    assert device["steps"] == [f"remove_from_thing_group {FLEET}"] and device["newly_revoked"] is False
+    assert device["thing_groups"] == [QUARANTINE]
+
+
+@pytest.fixture
+def graphql(monkeypatch, aws):
+    """An AppSync API named like the stack's (moto), and the revokeDevice requests the module signs and sends."""
+    import boto3
+
+    appsync = boto3.client("appsync", region_name=aws)
+    appsync.create_graphql_api(name="iotfleet_api", authenticationType="AWS_IAM")
+    sent = []
+
+    def post(self, document, variables):
+        sent.append((self.url, document, variables, self.credentials.access_key))
+        return {"data": {"revokeDevice": {"device_id": variables["device_id"], "status": "revoked"}}}
+
+    monkeypatch.setattr(iot_device_revocation.BackendWriter, "post", post)
+    return sent
+
+
+def test_devices_table_is_written_through_the_revoke_device_mutation(fleet, revoke, devices_table, graphql, calls):
+    import boto3
+
+    name = thing_name(1)
+    (cert,) = provision(fleet, name)
+    row = {"device_id": {"S": name}, "status": {"S": "connected"}, "certificate_id": {"S": cert}}
+    devices_table.put_item(TableName=TABLE, Item=row)
+
+    device = revoke([name], devices_table=TABLE, devices_api="iotfleet_api")["devices"][0]
+
+    assert "mark_revoked_in_devices_table" in device["steps"] and device["devices_table_status"] == "revoked"
+    ((url, document, variables, _key),) = graphql
+    assert "revokeDevice(device_id: $device_id" in document
+    (api,) = boto3.client("appsync", region_name="eu-north-1").list_graphql_apis()["graphqlApis"]
+    assert url == api["uris"]["GRAPHQL"]
+    assert variables["device_id"] == name and variables["certificate_id"] == cert
+    assert variables["timestamp"] == iot_device_revocation.epoch_ms(device["revoked_at"])
+    assert "UpdateItem" not in calls  # not written behind AppSync's back
+
+
+def test_a_refused_mutation_fails_the_device(fleet, revoke, devices_table, graphql, monkeypatch):
+    name = thing_name(1)
+    provision(fleet, name)
+    devices_table.put_item(TableName=TABLE, Item={"device_id": {"S": name}, "status": {"S": "connected"}})
+    monkeypatch.setattr(
+        iot_device_revocation.BackendWriter, "post", lambda self, document, variables: {"errors": [{"message": "no"}]}
+    )
+
+    device = revoke([name], devices_table=TABLE, devices_api="iotfleet_api", expect_failure=True)["devices"][0]
+
+    assert device["failed"] is True and "revokeDevice failed: no" in device["error"]
+    assert "revoked_at" not in fleet.describe_thing(thingName=name)["attributes"]  # a re-run finishes it
+
+
+def test_without_the_api_the_table_is_written_directly(fleet, revoke, devices_table, calls):
+    name = thing_name(1)
+    provision(fleet, name)
+    devices_table.put_item(TableName=TABLE, Item={"device_id": {"S": name}, "status": {"S": "connected"}})
+
+    result = revoke([name], devices_table=TABLE, devices_api="iotfleet_api")
+
+    assert any("no AppSync API named 'iotfleet_api'" in w for w in result.get("warnings", []))
+    assert calls["UpdateItem"] == 1
+    item = devices_table.get_item(TableName=TABLE, Key={"device_id": {"S": name}})["Item"]
+    assert item["status"] == {"S": "revoked"}
