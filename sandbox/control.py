@@ -12,6 +12,7 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from sandbox import broker
 from sandbox import esp32_boards
 from sandbox import simulator
 from sandbox.ca import ensure_ca
@@ -92,6 +93,8 @@ def _stop(pid: int) -> None:
 def _start(settings: Settings) -> int:
     """Start the server detached; return its pid once healthy, or raise RuntimeError saying why."""
     env = dict(os.environ, **{CA_DIR_ENV: str(settings.ca_dir)})
+    # Where the moto process writes the MQTT broker's access rules from its IoT registry (sandbox/broker.py).
+    env.update({broker.BROKER_DIR_ENV: str(broker.broker_dir(settings)), broker.BROKER_REGION_ENV: settings.region})
     command = [sys.executable, "-m", "sandbox.server", "--host", settings.host, "--port", str(settings.port)]
     command += ["--appsync-port", str(settings.appsync_port)]
     command += ["--hosting-port", str(settings.hosting_port)]
@@ -127,7 +130,7 @@ def up(settings: Settings) -> int:
         pid = running_pid(settings)
         if pid is not None and is_healthy(settings, pid):
             print(f"sandbox already running (pid {pid}) at {settings.endpoint}")
-            return max(simulator.up(settings), esp32_boards.up(settings))
+            return max(broker.up(settings), simulator.up(settings), esp32_boards.up(settings))
         if pid is not None:
             print(f"sandbox process {pid} does not answer; restarting it (its AWS state is lost)")
             _stop(pid)
@@ -141,7 +144,8 @@ def up(settings: Settings) -> int:
             )
             return 1
         print(f"sandbox started (pid {pid}) at {settings.endpoint}")
-        return max(simulator.up(settings), esp32_boards.up(settings))  # the GraphQL endpoint, once moto answers
+        # The MQTT broker and the GraphQL endpoint, once moto answers.
+        return max(broker.up(settings), simulator.up(settings), esp32_boards.up(settings))
 
 
 def down(settings: Settings) -> int:
@@ -149,6 +153,7 @@ def down(settings: Settings) -> int:
 
     with locked(settings):
         devices.down(settings)  # the virtual devices first: they are clients of the services below
+        broker.down(settings)
         simulator.down(settings)
         esp32_boards.down(settings)
         pid = read_pid(settings)
@@ -176,6 +181,7 @@ def status(settings: Settings) -> int:
     else:
         print(f"sandbox process {pid} is alive but does not answer; see {settings.log_file}")
         code = 3
+    print(broker.status_line(settings))
     print(simulator.status_line(settings))
     board_lines, board_code = esp32_boards.status_lines(settings)
     for line in board_lines:

@@ -11,6 +11,7 @@ Amplify's zip upload).
 """
 
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -26,20 +27,24 @@ from moto.iot.models import FakeCertificate
 from moto.iot.models import FakeRule
 from moto.iot.models import IoTBackend
 from moto.iot.responses import IoTResponse
-from moto.iotdata.exceptions import ResourceNotFoundException as DataPlaneResourceNotFound
-from moto.iotdata.responses import IoTDataPlaneResponse
 from moto.settings import iot_use_valid_cert
 
+from sandbox import broker_hook
 from sandbox import ext_amplify
 from sandbox import ext_appsync
 from sandbox import ext_lambda
 from sandbox import shadow_ext
+from sandbox.broker import BROKER_DIR_ENV
+from sandbox.broker import BROKER_REGION_ENV
 from sandbox.ca import CA
 from sandbox.ca import ensure_ca
 from sandbox.ca import issue_certificate
 from sandbox.ca import load_csr
 
 MOTO_VERSION = "5.2.5"
+# DescribeEndpoint's answer for the data plane: the sandbox's MQTT broker listens there (sandbox/broker.py).
+BROKER_ADDRESS = "127.0.0.1"
+DATA_ENDPOINT_TYPES = ("iot:Data-ATS", "iot:Data")
 # The sandbox's own endpoints (see routes()).
 APPSYNC_PATH = "/iotfleet-sandbox/appsync/"
 
@@ -130,10 +135,14 @@ def topic_rule_get_dict(self: FakeRule) -> dict:
 
 
 # DescribeEndpoint made up a new random host on every call; AWS keeps one per account and region.
+# The data endpoints (iot:Data-ATS, iot:Data) are the sandbox's MQTT broker (sandbox/broker.py).
 def describe_endpoint(self: IoTBackend, endpoint_type: str):
     endpoints = self.__dict__.setdefault("_sandbox_endpoints", {})
     if endpoint_type not in endpoints:
-        endpoints[endpoint_type] = _original(IoTBackend, "describe_endpoint")(self, endpoint_type)
+        endpoint = _original(IoTBackend, "describe_endpoint")(self, endpoint_type)
+        if endpoint_type in DATA_ENDPOINT_TYPES:
+            endpoint.endpoint = BROKER_ADDRESS
+        endpoints[endpoint_type] = endpoint
     return endpoints[endpoint_type]
 
 
@@ -144,20 +153,21 @@ def table_describe(self: Table, base_key: str = "TableDescription") -> dict:
     return result
 
 
-# iot-data DeleteConnection is not in moto 5.2.5 (HTTP 500). The sandbox has no MQTT data plane yet, so
-# no client is ever connected, which AWS answers with ResourceNotFoundException (404).
-def delete_connection_response(self: IoTDataPlaneResponse) -> str:
-    raise DataPlaneResourceNotFound()
-
-
 def apply(
-    ca_dir: Path, state_dir: Path | None = None, endpoint: str | None = None, appsync_url: str | None = None
+    ca_dir: Path,
+    state_dir: Path | None = None,
+    endpoint: str | None = None,
+    appsync_url: str | None = None,
+    broker_dir: Path | None = None,
+    region: str | None = None,
 ) -> CA:
     """Install the patches (idempotent); certificates from CSRs are signed by the CA in `ca_dir`.
 
     `state_dir` (default: the CA dir's parent) holds unpacked Lambda code and Amplify sites;
     `endpoint` is the sandbox's own URL (for Lambda handlers and Amplify upload URLs);
-    `appsync_url` is the simulator's GraphQL URL, returned as the APIs' uris.
+    `appsync_url` is the simulator's GraphQL URL, returned as the APIs' uris;
+    `broker_dir` (default: $IOTFLEET_SANDBOX_BROKER_DIR, else none) is where the MQTT broker reads the
+    access rules of `region`'s registry (default: $IOTFLEET_SANDBOX_BROKER_REGION) (see broker_hook).
     """
     global _ca
     _ca = ensure_ca(Path(ca_dir))
@@ -165,6 +175,9 @@ def apply(
     ext_lambda.configure(state_dir, endpoint)
     ext_amplify.configure(state_dir, endpoint)
     ext_appsync.configure(appsync_url)
+    broker_hook.configure(
+        broker_dir or os.environ.get(BROKER_DIR_ENV) or None, region or os.environ.get(BROKER_REGION_ENV) or None
+    )
     if _originals:
         return _ca
     _patch(IoTBackend, "create_certificate_from_csr", create_certificate_from_csr)
@@ -175,7 +188,8 @@ def apply(
     _patch(FakeRule, "to_get_dict", topic_rule_get_dict)
     _patch(IoTBackend, "describe_endpoint", describe_endpoint)
     _patch(Table, "describe", table_describe)
-    _patch(IoTDataPlaneResponse, "delete_connection", delete_connection_response)
+    # iot-data DeleteConnection (not in moto 5.2.5) and the broker's access rules written after registry changes.
+    broker_hook.install(_patch)
     ext_lambda.install(_patch)
     ext_appsync.install(_patch, _undo.append)
     ext_amplify.install(_patch, _undo.append)
@@ -193,6 +207,7 @@ def revert() -> None:
             setattr(owner, name, own)
     while _undo:
         _undo.pop()()
+    broker_hook.reset()
     _ca = None
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import broker
 from sandbox import moto_ext
 from sandbox import simulator
 from sandbox.settings import APPSYNC_PORT_ENV
+from sandbox.settings import MQTT_PORT_ENV
 from sandbox.settings import PORT_ENV
 from sandbox.settings import ROOT
 from sandbox.settings import STATE_DIR_ENV
@@ -45,17 +47,18 @@ class Instance:
 
     def __init__(self, state_dir: Path):
         settings = load_settings(state_dir=state_dir, port=free_port())
-        # The AppSync simulator on a free port too (not port + 1, which may be taken).
-        self.settings: Settings = dataclasses.replace(settings, appsync_port=free_port())
+        # The AppSync simulator and the MQTT broker on free ports too (not port + 1 or 8883, which may be taken).
+        self.settings: Settings = dataclasses.replace(settings, appsync_port=free_port(), mqtt_port=free_port())
         self.pids: set[int] = set()
 
     def run(self, *command: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if k not in (PORT_ENV, STATE_DIR_ENV)}
         env[APPSYNC_PORT_ENV] = str(self.settings.appsync_port)
+        env[MQTT_PORT_ENV] = str(self.settings.mqtt_port)
         argv = [sys.executable, "-m", "sandbox", "--state-dir", str(self.settings.state_dir)]
         argv += ["--port", str(self.settings.port), *command]
         result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90, check=False)
-        for pid_file in (self.settings.pid_file, simulator.pid_file(self.settings)):
+        for pid_file in (self.settings.pid_file, simulator.pid_file(self.settings), broker.pid_file(self.settings)):
             with contextlib.suppress(FileNotFoundError, ValueError):
                 self.pids.add(int(pid_file.read_text()))
         return result
@@ -67,7 +70,9 @@ class Instance:
         for pid in self.pids:
             with contextlib.suppress(OSError):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if b"sandbox.server" in cmdline or str(simulator.SERVER_JS).encode() in cmdline:
+                if b"sandbox.server" in cmdline or str(simulator.SERVER_JS).encode() in cmdline or (
+                    str(broker.conf_file(self.settings)).encode() in cmdline
+                ):
                     os.kill(pid, signal.SIGKILL)
 
 

@@ -178,10 +178,16 @@ def test_topic_rule_error_action_only_when_set(iot):
     assert "errorAction" not in iot.get_topic_rule(ruleName="guarded")["rule"]
 
 
-def test_data_ats_endpoint_is_stable_and_aws_shaped(iot):
-    addresses = {iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"] for _attempt in range(3)}
+@pytest.mark.parametrize("endpoint_type", ["iot:Data-ATS", "iot:Data"])
+def test_data_endpoints_are_the_sandbox_broker(iot, endpoint_type):
+    addresses = {iot.describe_endpoint(endpointType=endpoint_type)["endpointAddress"] for _attempt in range(3)}
+    assert addresses == {moto_ext.BROKER_ADDRESS} == {"127.0.0.1"}
+
+
+def test_other_endpoints_are_stable_and_aws_shaped(iot):
+    addresses = {iot.describe_endpoint(endpointType="iot:Jobs")["endpointAddress"] for _attempt in range(3)}
     assert len(addresses) == 1
-    assert re.fullmatch(r"[a-z0-9]{14}-ats\.iot\.eu-north-1\.amazonaws\.com", addresses.pop())
+    assert re.fullmatch(r"[a-z0-9]{14}\.jobs\.iot\.eu-north-1\.amazonaws\.com", addresses.pop())
 
 
 def test_dynamodb_tables_have_a_stable_table_id(ext):
