@@ -686,6 +686,14 @@ def up(settings: Settings) -> int:
         return 0
     pid_file(settings).unlink(missing_ok=True)
     status_file(settings).unlink(missing_ok=True)
+    try:
+        from sandbox import broker
+    except ImportError:
+        print("rules bridge not started: there is no MQTT broker (sandbox/broker.py)")
+        return 0
+    if broker.running_pid(settings) is None:
+        print("rules bridge not started: the MQTT broker is not running")
+        return 0
     with open(log_file(settings), "ab") as log:
         log.write(f"--- {datetime.now(UTC).isoformat()} starting\n".encode())
         log.flush()

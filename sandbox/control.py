@@ -12,7 +12,9 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from sandbox import bridge
 from sandbox import broker
+from sandbox import discord
 from sandbox import esp32_boards
 from sandbox import simulator
 from sandbox.ca import ensure_ca
@@ -124,13 +126,19 @@ def _start(settings: Settings) -> int:
     raise RuntimeError(f"the server did not answer on {settings.endpoint} within {START_TIMEOUT:.0f} s")
 
 
+def _services_up(settings: Settings) -> int:
+    """What runs beside moto, once it answers; the rules bridge after the broker it connects to."""
+    codes = [broker.up(settings), simulator.up(settings), discord.up(settings), bridge.up(settings)]
+    return max(*codes, esp32_boards.up(settings))
+
+
 def up(settings: Settings) -> int:
     with locked(settings):
         ensure_ca(settings.ca_dir)
         pid = running_pid(settings)
         if pid is not None and is_healthy(settings, pid):
             print(f"sandbox already running (pid {pid}) at {settings.endpoint}")
-            return max(broker.up(settings), simulator.up(settings), esp32_boards.up(settings))
+            return _services_up(settings)
         if pid is not None:
             print(f"sandbox process {pid} does not answer; restarting it (its AWS state is lost)")
             _stop(pid)
@@ -145,7 +153,7 @@ def up(settings: Settings) -> int:
             return 1
         print(f"sandbox started (pid {pid}) at {settings.endpoint}")
         # The MQTT broker and the GraphQL endpoint, once moto answers.
-        return max(broker.up(settings), simulator.up(settings), esp32_boards.up(settings))
+        return _services_up(settings)
 
 
 def down(settings: Settings) -> int:
@@ -153,6 +161,8 @@ def down(settings: Settings) -> int:
 
     with locked(settings):
         devices.down(settings)  # the virtual devices first: they are clients of the services below
+        bridge.down(settings)  # the rules bridge (a broker client) before the broker
+        discord.down(settings)
         broker.down(settings)
         simulator.down(settings)
         esp32_boards.down(settings)
@@ -183,6 +193,8 @@ def status(settings: Settings) -> int:
         code = 3
     print(broker.status_line(settings))
     print(simulator.status_line(settings))
+    print(bridge.status_line(settings))
+    print(discord.status_line(settings))
     board_lines, board_code = esp32_boards.status_lines(settings)
     for line in board_lines:
         print(line)
