@@ -321,15 +321,32 @@ def running_pid(settings: Settings) -> int | None:
     return pid if pid is not None and is_broker_process(pid, settings) else None
 
 
+def _mqtt_string(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
 def tls_handshake(settings: Settings, timeout: float = 2.0) -> bool:
-    """True if the broker completes a TLS handshake with the service identity (certificate checked)."""
+    """True if the broker accepts the service identity over TLS: handshake, CONNECT, CONNACK 0, DISCONNECT."""
     identity = service_identity(settings)
     context = ssl.create_default_context(cafile=str(identity.ca))
     context.load_cert_chain(str(identity.cert), str(identity.key))
+    # MQTT 3.1.1 CONNECT, clean session, keepalive 10 s, client id iotfleet-health-<pid>.
+    body = _mqtt_string("MQTT") + bytes([4, 0x02, 0, 10]) + _mqtt_string(f"{SERVICE_CLIENT_PREFIX}health-{os.getpid()}")
     try:
         with socket.create_connection((settings.host, settings.mqtt_port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=settings.host):
-                return True
+            with context.wrap_socket(raw, server_hostname=settings.host) as tls:
+                tls.sendall(bytes([0x10, len(body)]) + body)
+                answer = b""
+                while len(answer) < 4:
+                    chunk = tls.recv(4 - len(answer))
+                    if not chunk:
+                        return False
+                    answer += chunk
+                accepted = answer[0] == 0x20 and answer[3] == 0
+                if accepted:
+                    tls.sendall(bytes([0xE0, 0]))
+                return accepted
     except (OSError, ssl.SSLError):
         return False
 
