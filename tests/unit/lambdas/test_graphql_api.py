@@ -109,7 +109,9 @@ def test_subscriptions_follow_the_mutations_that_feed_the_dashboard():
     assert fields["onCreateTelemetry"]["type"] == "Telemetry"
     assert fields["onUpdateDevice"]["type"] == "Device"
     assert '@aws_subscribe(mutations: ["createTelemetry"])' in SCHEMA
-    assert '@aws_subscribe(mutations: ["updateDeviceStatus", "upsertDevice", "revokeDevice"])' in SCHEMA
+    assert (
+        '@aws_subscribe(mutations: ["updateDeviceStatus", "upsertDevice", "revokeDevice", "readmitDevice"])' in SCHEMA
+    )
 
 
 OPERATION = re.compile(r"^(query|mutation) (\w+)\((.*?)\) \{\s*(\w+)\((.*?)\) \{(.*?)\}", re.S)
@@ -211,9 +213,10 @@ def test_templates_keep_logic_out_of_requests_and_raise_errors_in_responses(reso
     assert "tableName" not in request and "iotfleet" not in request
 
 
-@pytest.mark.parametrize("field", ["updateDeviceStatus", "markNotified", "revokeDevice"])
+@pytest.mark.parametrize("field", ["updateDeviceStatus", "markNotified", "revokeDevice", "readmitDevice"])
 def test_update_and_condition_use_separate_placeholders(field):
-    rendered = render(request_template("Mutation", field), {"input": {}, "device_id": DEVICE_ID, "timestamp": 1})
+    args = {"input": {}, "device_id": DEVICE_ID, "timestamp": 1, "certificate_id": "c"}
+    rendered = render(request_template("Mutation", field), args)
     update, condition = rendered["update"], rendered["condition"]
     assert not set(update.get("expressionNames", {})) & set(condition.get("expressionNames", {}))
     assert not set(update.get("expressionValues", {})) & set(condition.get("expressionValues", {}))
@@ -449,6 +452,42 @@ def test_presence_never_overwrites_revoked_nor_creates_devices(api):
             "Mutation", "updateDeviceStatus", input={**presence("connected", NOW_MS, 1), "device_id": "000000000000"}
         )
     assert api.call("Query", "getDevice", device_id="000000000000") is None
+
+
+def test_a_revoked_device_is_readmitted_only_with_another_certificate(api):
+    registered(api)
+    stored = api.call("Query", "getDevice", device_id=DEVICE_ID)["certificate_id"]
+    api.call("Mutation", "revokeDevice", device_id=DEVICE_ID, timestamp=NOW_MS, certificate_id="old-cert")
+    api.call("Mutation", "revokeDevice", device_id=DEVICE_ID, timestamp=NOW_MS + 1, certificate_id="other")
+
+    with pytest.raises(ConditionalCheckFailed):  # the certificate that was revoked
+        api.call("Mutation", "readmitDevice", device_id=DEVICE_ID, certificate_id="old-cert")
+    readmitted = api.call("Mutation", "readmitDevice", device_id=DEVICE_ID, certificate_id="new-cert")
+
+    assert (readmitted["status"], readmitted["certificate_id"]) == ("disconnected", "new-cert")
+    assert "revoked_at" not in readmitted and "revoked_certificate_id" not in readmitted
+    assert readmitted["owner"] == api.call("Query", "getDevice", device_id=DEVICE_ID)["owner"]
+    assert stored != "new-cert"
+    # Presence events apply again; a device that is not revoked is not readmitted.
+    assert api.call("Mutation", "updateDeviceStatus", input=presence("connected", NOW_MS + 5, 1))["status"] == (
+        "connected"
+    )
+    with pytest.raises(ConditionalCheckFailed):
+        api.call("Mutation", "readmitDevice", device_id=DEVICE_ID, certificate_id="newer-cert")
+    with pytest.raises(ConditionalCheckFailed):
+        api.call("Mutation", "readmitDevice", device_id="000000000000", certificate_id="new-cert")
+
+
+def test_without_a_revoked_certificate_the_stored_one_counts_as_revoked(api):
+    registered(api)
+    stored = api.call("Query", "getDevice", device_id=DEVICE_ID)["certificate_id"]
+    revoked = api.call("Mutation", "revokeDevice", device_id=DEVICE_ID, timestamp=NOW_MS, certificate_id=None)
+    assert revoked["revoked_certificate_id"] is None
+
+    with pytest.raises(ConditionalCheckFailed):
+        api.call("Mutation", "readmitDevice", device_id=DEVICE_ID, certificate_id=stored)
+    readmitted = api.call("Mutation", "readmitDevice", device_id=DEVICE_ID, certificate_id="fresh")
+    assert readmitted["status"] == "disconnected"
 
 
 def test_mark_notified_reports_the_status_announced_before(api):
