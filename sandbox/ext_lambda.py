@@ -1,19 +1,30 @@
 """Lambda Invoke without Docker, for Python runtimes (moto 5.2.5 runs every invoke in a Docker container).
 
 The deployed zip (moto keeps its bytes) is unpacked once per CodeSha256 into `<state>/lambda/<sha256>/`;
-each invocation runs the handler there in a fresh `python -c <lambda_runner.py>` process of the
-sandbox's own interpreter (so boto3 is there, as the runtime bundles it), with the function's
-environment, AWS_ENDPOINT_URL pointing back at the sandbox and credentials `testing`. The function's
-Timeout is enforced; results, errors and logs take the shapes AWS gives them.
+the handler runs there in a `python -c <lambda_runner.py>` process of the sandbox's own interpreter (so
+boto3 is there, as the runtime bundles it), with the function's environment, AWS_ENDPOINT_URL pointing
+back at the sandbox and credentials `testing`. The function's Timeout is enforced; results, errors and
+logs take the shapes AWS gives them.
+
+Warm execution environments, as in AWS: a runner process stays up after an invocation and takes the next
+one of the same function, code and configuration (requests over its stdin, lambda_runner's warm mode), so
+only the first invocation pays for the interpreter, boto3 and the handler's init; module state lives on
+between invocations, and each environment has its own log stream. At most MAX_CONCURRENT run at once;
+idle ones are stopped after WARM_IDLE_SECONDS, beyond MAX_IDLE_RUNNERS, when the function changes (another
+key) and when the server exits. A timeout, an exit or a failed init ends the environment.
+`IOTFLEET_SANDBOX_LAMBDA_WARM=0` gives the old behaviour: a fresh process for every invocation.
 """
 
+import atexit
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import math
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -37,6 +48,10 @@ INIT_SECONDS = 10
 LOG_RESULT_BYTES = 4096
 # Invocations running at once; more wait (the machine is small).
 MAX_CONCURRENT = 4
+WARM_ENV = "IOTFLEET_SANDBOX_LAMBDA_WARM"
+WARM_IDLE_SECONDS = 300.0
+MAX_IDLE_RUNNERS = 8
+END_MARKER = "__SANDBOX_END_{}__"
 
 _config = {"state_dir": None, "endpoint": None}
 _slots = threading.BoundedSemaphore(MAX_CONCURRENT)
@@ -56,6 +71,7 @@ class InvalidRequestContentException(JsonRESTError):
 def configure(state_dir: Path | None, endpoint: str | None) -> None:
     _config["state_dir"] = Path(state_dir) if state_dir else None
     _config["endpoint"] = endpoint
+    stop_warm_runners()  # they run with the previous settings
 
 
 def install(patch) -> None:
@@ -156,8 +172,184 @@ def _kill_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def run(fn: LambdaFunction, event: bytes, request_id: str, stream: str) -> dict:
-    """One invocation: {"payload": bytes, "error": None | "Unhandled", "output": str, ...}."""
+def warm_enabled() -> bool:
+    return os.environ.get(WARM_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class WarmRunner:
+    """One warm execution environment: a lambda_runner process in warm mode, for one function configuration."""
+
+    def __init__(self, fn: LambdaFunction, directory: Path, key: str):
+        self.key = key
+        self.stream = _stream_name(fn)
+        self.scratch = tempfile.mkdtemp(prefix="iotfleet-lambda-")
+        self.created = False  # its log stream
+        self.last_used = time.monotonic()
+        env = _environment(fn, directory, "", self.stream, "")
+        env["_SANDBOX_WARM"] = "1"
+        self.process = subprocess.Popen(  # pylint: disable=consider-using-with
+            [sys.executable, "-c", RUNNER.read_text()],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def invoke(self, event: bytes, request_id: str, limit: float) -> tuple[bytes, dict | None, int | None]:
+        """(log output, result or None, exit code if the environment ended) of one invocation."""
+        result_file = os.path.join(self.scratch, f"{request_id}.json")
+        marker = ("\n" + END_MARKER.format(request_id) + "\n").encode()
+        request = {"request_id": request_id, "result_file": result_file, "event": event.decode("utf-8", "replace")}
+        output = b""
+        ended = False
+        try:
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+        except OSError:
+            ended = True
+        deadline = time.monotonic() + limit
+        fd = self.process.stdout.fileno()
+        while not ended:
+            if marker in output:
+                output = output[: output.index(marker)]
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                ended = True
+                break
+            ready, _w, _x = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    ended = True
+                output += chunk
+        if ended:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)  # it wrote its result before ending, if it could
+        try:
+            result = json.loads(Path(result_file).read_text())
+        except (OSError, ValueError):
+            result = None
+        with contextlib.suppress(OSError):
+            os.unlink(result_file)
+        returncode = None
+        if ended:
+            self.stop()
+            returncode = self.process.returncode
+        self.last_used = time.monotonic()
+        return output, result, returncode
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        for pipe in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_idle: list[WarmRunner] = []
+_idle_lock = threading.Lock()
+
+
+def _runner_key(fn: LambdaFunction, directory: Path) -> str:
+    parts = [
+        fn.function_arn,
+        str(fn.version),
+        fn.code_digest,
+        str(directory),
+        fn.handler or "",
+        str(fn.timeout),
+        str(fn.memory_size),
+        str(fn.run_time),
+        json.dumps(fn.environment_vars or {}, sort_keys=True, default=str),
+        str(_config["endpoint"]),
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _take_runner(fn: LambdaFunction, directory: Path) -> WarmRunner:
+    key = _runner_key(fn, directory)
+    stale = []
+    found = None
+    with _idle_lock:
+        now = time.monotonic()
+        for runner in list(_idle):
+            if not runner.alive() or now - runner.last_used > WARM_IDLE_SECONDS:
+                _idle.remove(runner)
+                stale.append(runner)
+            elif found is None and runner.key == key:
+                _idle.remove(runner)
+                found = runner
+    for runner in stale:
+        runner.stop()
+    return found or WarmRunner(fn, directory, key)
+
+
+def _give_back(runner: WarmRunner) -> None:
+    if not runner.alive():
+        runner.stop()
+        return
+    with _idle_lock:
+        _idle.append(runner)
+        surplus = _idle[:-MAX_IDLE_RUNNERS] if len(_idle) > MAX_IDLE_RUNNERS else []
+        del _idle[: len(surplus)]
+    for old in surplus:
+        old.stop()
+
+
+def stop_warm_runners() -> None:
+    """Stop every idle warm environment (the server's exit, a new configuration, tests)."""
+    with _idle_lock:
+        runners = list(_idle)
+        _idle.clear()
+    for runner in runners:
+        runner.stop()
+
+
+atexit.register(stop_warm_runners)
+
+
+def _run_cold(fn: LambdaFunction, directory: Path, event: bytes, request_id: str, stream: str, limit: float):
+    with tempfile.TemporaryDirectory(prefix="iotfleet-lambda-") as scratch:
+        result_file = os.path.join(scratch, "result.json")
+        process = subprocess.Popen(  # pylint: disable=consider-using-with
+            [sys.executable, "-c", RUNNER.read_text()],
+            cwd=directory,
+            env=_environment(fn, directory, request_id, stream, result_file),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            output, _stderr = process.communicate(event, timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            output, _stderr = process.communicate()
+        finally:
+            _kill_group(process)  # anything the handler left running
+        try:
+            result = json.loads(Path(result_file).read_text())
+        except (OSError, ValueError):
+            result = None
+    return output, result, process.returncode
+
+
+def run(fn: LambdaFunction, event: bytes, request_id: str, stream: str | None = None) -> dict:
+    """One invocation: {"payload": bytes, "error": None | "Unhandled", "output": str, "stream": str, ...}.
+
+    `stream` is the log stream of a cold invocation; a warm environment has its own.
+    """
     timeout = float(fn.timeout or 3)
     try:
         directory = code_dir(fn)
@@ -166,42 +358,39 @@ def run(fn: LambdaFunction, event: bytes, request_id: str, stream: str) -> dict:
             "errorMessage": f"Could not unpack the deployment package: {exc}",
             "errorType": "Runtime.InvalidEntrypoint",
         }
-        return {"payload": json.dumps(error).encode(), "error": "Unhandled", "output": "", "duration_ms": 0.0}
-    with tempfile.TemporaryDirectory(prefix="iotfleet-lambda-") as scratch:
-        result_file = os.path.join(scratch, "result.json")
-        started = time.monotonic()
-        with _slots:
-            process = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, "-c", RUNNER.read_text()],
-                cwd=directory,
-                env=_environment(fn, directory, request_id, stream, result_file),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                output, _stderr = process.communicate(event, timeout=INIT_SECONDS + timeout + 1)
-            except subprocess.TimeoutExpired:
-                _kill_group(process)
-                output, _stderr = process.communicate()
-            finally:
-                _kill_group(process)  # anything the handler left running
-        elapsed_ms = (time.monotonic() - started) * 1000
-        try:
-            result = json.loads(Path(result_file).read_text())
-        except (OSError, ValueError):
-            result = None
+        payload = json.dumps(error).encode()
+        return {"payload": payload, "error": "Unhandled", "output": "", "duration_ms": 0.0, "stream": stream}
+    limit = INIT_SECONDS + timeout + 1
+    started = time.monotonic()
+    with _slots:
+        if warm_enabled():
+            runner = _take_runner(fn, directory)
+            stream = runner.stream
+            new_stream = not runner.created
+            runner.created = True
+            output, result, returncode = runner.invoke(event, request_id, limit)
+            _give_back(runner)
+        else:
+            stream = stream or _stream_name(fn)
+            new_stream = True
+            output, result, returncode = _run_cold(fn, directory, event, request_id, stream, limit)
+    elapsed_ms = (time.monotonic() - started) * 1000
+    outcome = _outcome(output, result, returncode, elapsed_ms, request_id, timeout)
+    return outcome | {"stream": stream, "new_stream": new_stream}
+
+
+def _outcome(output: bytes, result, returncode, elapsed_ms: float, request_id: str, timeout: float) -> dict:
     text = output.decode("utf-8", errors="replace")
-    if result is None and process.returncode == -signal.SIGKILL and elapsed_ms >= (INIT_SECONDS + timeout) * 1000:
+    if result is None and returncode == -signal.SIGKILL and elapsed_ms >= (INIT_SECONDS + timeout) * 1000:
         result = {"timeout": True, "duration_ms": elapsed_ms}
     duration = (result or {}).get("duration_ms", elapsed_ms)
     outcome = {"output": text, "duration_ms": duration, "max_rss_mb": (result or {}).get("max_rss_mb")}
     if result is None:
-        if process.returncode >= 0:
-            status = f"exit status {process.returncode}"
+        returncode = 0 if returncode is None else returncode
+        if returncode >= 0:
+            status = f"exit status {returncode}"
         else:  # as the Go-based runtime interface prints it
-            status = "signal: killed" if process.returncode == -signal.SIGKILL else f"signal: {-process.returncode}"
+            status = "signal: killed" if returncode == -signal.SIGKILL else f"signal: {-returncode}"
         message = f"RequestId: {request_id} Error: Runtime exited with error: {status}"
         error = {"errorType": "Runtime.ExitError", "errorMessage": message}
         return outcome | {"payload": json.dumps(error).encode(), "error": "Unhandled"}
@@ -230,11 +419,12 @@ def log_text(fn: LambdaFunction, request_id: str, outcome: dict) -> str:
     return f"START RequestId: {request_id} Version: {fn.version}\n{output}END RequestId: {request_id}\n{report}\n"
 
 
-def save_logs(fn: LambdaFunction, stream: str, text: str) -> None:
+def save_logs(fn: LambdaFunction, stream: str, text: str, new_stream: bool = True) -> None:
     """Into the function's log group in moto's CloudWatch Logs, one event per line."""
     try:
         fn.logs_backend.ensure_log_group(fn.logs_group_name)
-        fn.logs_backend.create_log_stream(fn.logs_group_name, stream)
+        if new_stream or stream not in fn.logs_backend.groups[fn.logs_group_name].streams:
+            fn.logs_backend.create_log_stream(fn.logs_group_name, stream)
         events = [{"timestamp": unix_time_millis(), "message": line} for line in text.splitlines() if line]
         fn.logs_backend.put_log_events(fn.logs_group_name, stream, events)
     except Exception as exc:  # noqa: BLE001 - logs are a side channel; never fail the invocation for them
@@ -247,10 +437,9 @@ def _stream_name(fn: LambdaFunction) -> str:
 
 def invoke_and_log(fn: LambdaFunction, event: bytes) -> tuple[str, dict, str]:
     request_id = str(uuid.uuid4())
-    stream = _stream_name(fn)
-    outcome = run(fn, event, request_id, stream)
+    outcome = run(fn, event, request_id)
     text = log_text(fn, request_id, outcome)
-    save_logs(fn, stream, text)
+    save_logs(fn, outcome["stream"], text, outcome.get("new_stream", True))
     return request_id, outcome, text
 
 

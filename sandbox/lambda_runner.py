@@ -9,6 +9,13 @@ stdout/stderr (the invocation's log), and the outcome is written as JSON to the 
     {"ok": false, "error": {"errorMessage": ..., "errorType": ..., "requestId": ..., "stackTrace": [...]}, ...}
     {"timeout": true, ...}
 
+With `_SANDBOX_WARM=1` the process is a warm execution environment instead: it reads one request per line
+on stdin (`{"request_id", "result_file", "event"}`), imports the handler on the first (the init phase), writes
+each outcome to that request's result file and then the line `__SANDBOX_END_<request_id>__` on stdout, so
+ext_lambda can cut the log per invocation; module state lives on between invocations, as in AWS. A failed
+init, a timeout or an exit of the handler ends the process (the next invocation starts a fresh one).
+It ends by itself when stdin closes.
+
 Standard library only, and no import of the sandbox package: the handler must not see it.
 """
 
@@ -20,7 +27,8 @@ import sys
 import time
 import traceback
 
-INTERNAL = ("_SANDBOX_RESULT_FILE", "_SANDBOX_REQUEST_ID", "_SANDBOX_FUNCTION_ARN", "_SANDBOX_TIMEOUT")
+INTERNAL = ("_SANDBOX_RESULT_FILE", "_SANDBOX_REQUEST_ID", "_SANDBOX_FUNCTION_ARN", "_SANDBOX_TIMEOUT", "_SANDBOX_WARM")
+END_MARKER = "__SANDBOX_END_{}__"
 
 
 class LambdaContext:
@@ -54,7 +62,7 @@ class _RequestIdFilter:
         return True
 
 
-def _install_logging(request_id: str) -> None:
+def _install_logging(request_id: str) -> "_RequestIdFilter":
     """A root handler in the Lambda Python runtime's format (the root level stays WARNING, as there)."""
     import logging
 
@@ -64,8 +72,10 @@ def _install_logging(request_id: str) -> None:
     )
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
-    handler.addFilter(_RequestIdFilter(request_id))
+    request_filter = _RequestIdFilter(request_id)
+    handler.addFilter(request_filter)
     logging.getLogger().addHandler(handler)
+    return request_filter
 
 
 def _max_rss_mb() -> int:
@@ -132,6 +142,9 @@ def _load_handler(handler: str, request_id: str):
 
 
 def main() -> None:
+    if os.environ.get("_SANDBOX_WARM") == "1":
+        warm_main()
+        return
     result_file = os.environ["_SANDBOX_RESULT_FILE"]
     request_id = os.environ["_SANDBOX_REQUEST_ID"]
     function_arn = os.environ["_SANDBOX_FUNCTION_ARN"]
@@ -180,6 +193,71 @@ def main() -> None:
     sys.stderr.flush()
     _write_result(result_file, outcome)
     _end()
+
+
+def _invoke(handler, event, request_id: str, function_arn: str, timeout: float, result_file: str) -> None:
+    """Call the handler once under the function's timeout; the outcome goes to `result_file`.
+
+    On a timeout the result is written and the process ends (with whatever the handler started).
+    """
+    started = time.monotonic()
+
+    def on_timeout(signum, frame):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _write_result(result_file, {"timeout": True, "duration_ms": (time.monotonic() - started) * 1000})
+        _end()
+
+    signal.signal(signal.SIGALRM, on_timeout)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    context = LambdaContext(request_id, function_arn, started + timeout)
+    try:
+        returned = handler(event, context)
+    except Exception as exc:  # noqa: BLE001 - an exception of the handler is the invocation's result
+        outcome = {"ok": False, "error": _exception_error(exc, request_id, skip_frames=1)}
+    else:
+        try:
+            outcome = {"ok": True, "payload": json.dumps(returned)}
+        except (TypeError, ValueError) as exc:
+            message = f"Unable to marshal response: {exc}"
+            outcome = {"ok": False, "error": _error("Runtime.MarshalError", message, request_id)}
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    outcome["duration_ms"] = (time.monotonic() - started) * 1000
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _write_result(result_file, outcome)
+
+
+def warm_main() -> None:
+    """A warm execution environment: one invocation per request line on stdin, until stdin closes."""
+    function_arn = os.environ["_SANDBOX_FUNCTION_ARN"]
+    timeout = float(os.environ["_SANDBOX_TIMEOUT"])
+    for name in INTERNAL:
+        os.environ.pop(name, None)
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    if sys.path and sys.path[0] in ("", "."):
+        sys.path[0] = task_root
+    else:
+        sys.path.insert(0, task_root)
+    requests = sys.stdin.buffer
+    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - the handler must not read our requests
+    request_filter = _install_logging("")
+    handler = None
+    while True:
+        line = requests.readline()
+        if not line:
+            _end()
+        request = json.loads(line)
+        request_id = request["request_id"]
+        request_filter.request_id = request_id
+        event = json.loads(request["event"]) if request["event"].strip() else {}
+        if handler is None:
+            handler, error = _load_handler(os.environ.get("_HANDLER", ""), request_id)
+            if error is not None:
+                _write_result(request["result_file"], {"ok": False, "error": error, "duration_ms": 0.0})
+                _end()
+        _invoke(handler, event, request_id, function_arn, timeout, request["result_file"])
+        os.write(1, ("\n" + END_MARKER.format(request_id) + "\n").encode())
 
 
 def _end() -> None:

@@ -342,3 +342,69 @@ def test_dead_letter_config_is_kept_and_returned(lam):
 
     assert lam.get_function_configuration(FunctionName="sensor")["DeadLetterConfig"] == {"TargetArn": queue}
     assert lam.get_function(FunctionName="sensor")["Configuration"]["DeadLetterConfig"] == {"TargetArn": queue}
+
+
+COUNTER = """
+import os
+
+COUNT = 0
+
+
+def handler(event, context):
+    global COUNT
+    COUNT += 1
+    if event.get("raise"):
+        raise RuntimeError("no")
+    if event.get("exit"):
+        os._exit(1)
+    return {"count": COUNT, "pid": os.getpid(), "stream": context.log_stream_name}
+"""
+
+
+def test_warm_environments_keep_module_state_between_invocations(lam):
+    lam.update_function_code(FunctionName="sensor", ZipFile=make_zip({"app.py": COUNTER}))
+    first = invoke(lam, {})["payload"]
+    second = invoke(lam, {})["payload"]
+    assert second["count"] == first["count"] + 1
+    assert second["pid"] == first["pid"]
+    assert second["stream"] == first["stream"]
+    # A handler error does not end the environment; an exit does, and the next invocation starts afresh.
+    assert invoke(lam, {"raise": True})["FunctionError"] == "Unhandled"
+    assert invoke(lam, {})["payload"]["pid"] == first["pid"]
+    assert invoke(lam, {"exit": True})["payload"]["errorType"] == "Runtime.ExitError"
+    fresh = invoke(lam, {})["payload"]
+    assert (fresh["count"], fresh["pid"] != first["pid"]) == (1, True)
+
+
+def test_one_log_stream_per_warm_environment(lam):
+    lam.update_function_code(FunctionName="sensor", ZipFile=make_zip({"app.py": COUNTER}))
+    stream = invoke(lam, {})["payload"]["stream"]
+    invoke(lam, {})
+    events = boto3.client("logs").get_log_events(logGroupName="/aws/lambda/sensor", logStreamName=stream)["events"]
+    assert len([e for e in events if e["message"].startswith("START RequestId:")]) == 2
+
+
+def test_a_configuration_change_starts_a_new_environment(lam):
+    lam.update_function_code(FunctionName="sensor", ZipFile=make_zip({"app.py": COUNTER}))
+    first = invoke(lam, {})["payload"]
+    lam.update_function_configuration(FunctionName="sensor", Environment={"Variables": {"RETENTION_DAYS": "7"}})
+    assert invoke(lam, {})["payload"]["count"] == 1
+    assert first["count"] == 1
+
+
+def test_cold_mode_runs_every_invocation_in_a_new_process(lam, monkeypatch):
+    monkeypatch.setenv(ext_lambda.WARM_ENV, "0")
+    lam.update_function_code(FunctionName="sensor", ZipFile=make_zip({"app.py": COUNTER}))
+    first = invoke(lam, {})["payload"]
+    second = invoke(lam, {})["payload"]
+    assert (first["count"], second["count"]) == (1, 1)
+    assert first["pid"] != second["pid"]
+    assert first["stream"] != second["stream"]
+
+
+def test_idle_environments_end_when_the_extension_is_configured_again(lam, tmp_path):
+    lam.update_function_code(FunctionName="sensor", ZipFile=make_zip({"app.py": COUNTER}))
+    pid = invoke(lam, {})["payload"]["pid"]
+    assert alive(pid)
+    ext_lambda.configure(tmp_path, ENDPOINT)
+    assert not alive(pid)
