@@ -215,13 +215,16 @@ def test_api_has_iam_and_api_key_auth_data_sources_and_resolvers(backend, aws_cl
     assert resolvers == {(r["type"], r["field"], r["data_source"]) for r in manifest["resolvers"]}
 
 
-def test_amplify_app_and_its_secrets(backend, aws_client):
+def test_amplify_app_and_its_secrets(backend, aws_client, sandbox):
     app = aws_client("amplify").get_app(appId=backend.app_id)["app"]
     assert app["name"] == f"{PREFIX}_dashboard"
     branches = aws_client("amplify").list_branches(appId=backend.app_id)["branches"]
     assert [b["branchName"] for b in branches] == ["main"]
-    # No Discord webhook is configured here, so its secret is not written.
-    assert set(backend.settings) == SECRETS
+    # The sandbox inventory points the stack at the sandbox's Discord stand-in.
+    assert set(backend.settings) == SECRETS | {"CUSTOM_DISCORD_ENDPOINT"}
+    discord_port = sandbox["ports"]["iotfleet_sandbox_discord_port"]
+    discord_url = f"http://127.0.0.1:{discord_port}/api/webhooks/sandbox/discord"
+    assert backend.settings["CUSTOM_DISCORD_ENDPOINT"]["Value"] == discord_url
     assert {p["Type"] for p in backend.settings.values()} == {"SecureString"}
     api = aws_client("appsync").get_graphql_api(apiId=backend.api_id)["graphqlApi"]
     assert backend.settings["CUSTOM_LAMBDA_GRAPHQL_ENDPOINT"]["Value"] == api["uris"]["GRAPHQL"]
