@@ -40,6 +40,7 @@ options:
         UTF-8; a dict or list is stored as JSON (sorted keys). They replace files of O(src) with the
         same name.
       - Use it for settings known only at deploy time, such as the C(config.json) of a single page app.
+      - Their values are kept out of logs and results (they may hold an API key).
     type: dict
     default: {}
   hash_tag:
@@ -320,7 +321,7 @@ def main():
         app_id=dict(type="str", required=True),
         branch=dict(type="str", required=True),
         src=dict(type="path", required=True),
-        extra_files=dict(type="dict", default={}),
+        extra_files=dict(type="dict", default={}, no_log=True),
         hash_tag=dict(type="str", default="iotfleet:bundle-sha256"),
         force=dict(type="bool", default=False),
         wait_timeout=dict(type="int", default=600),
