@@ -505,3 +505,40 @@ def test_shadow_delete(shadow_bridge):
     assert (topic, document["version"]) == (f"{SHADOW}/delete/accepted", 2)
     device.publish(f"{SHADOW}/get", b"")
     assert device.next()[0] == f"{SHADOW}/get/rejected"
+
+
+def test_shadow_versions_endpoint_lists_classic_shadows(aws):
+    import boto3
+
+    from sandbox import shadow_ext
+
+    iot = boto3.client("iot", region_name=REGION)
+    data = boto3.client("iot-data", region_name=REGION)
+    for thing in ("A", "B", "C"):
+        iot.create_thing(thingName=thing)
+    data.update_thing_shadow(thingName="A", payload=b'{"state": {"reported": {"x": 1}}}')
+    data.update_thing_shadow(thingName="A", payload=b'{"state": {"desired": {"x": 2}}}')
+    data.update_thing_shadow(thingName="B", payload=b'{"state": {"reported": {"x": 1}}}')
+    data.update_thing_shadow(thingName="C", shadowName="named", payload=b'{"state": {"reported": {"x": 1}}}')
+    assert shadow_ext.versions(REGION) == {"A": 2, "B": 1}
+    data.delete_thing_shadow(thingName="B")
+    assert shadow_ext.versions(REGION) == {"A": 2}
+
+    answers = []
+    body = shadow_ext.route({"REQUEST_METHOD": "GET", "QUERY_STRING": f"region={REGION}"}, lambda *a: answers.append(a))
+    assert answers[0][0] == "200 OK"
+    assert json.loads(b"".join(body)) == {"versions": {"A": 2}}
+    shadow_ext.route({"REQUEST_METHOD": "GET", "QUERY_STRING": ""}, lambda *a: answers.append(a))
+    assert answers[1][0] == "400 Bad Request"
+
+
+def test_up_without_a_running_broker_leaves_the_bridge_out(tmp_path, capsys):
+    from sandbox.settings import Settings
+    from tests.unit.sandbox.conftest import free_port
+
+    settings = Settings(state_dir=tmp_path, port=free_port(), region=REGION, mqtt_port=free_port())
+    assert bridge.up(settings) == 0
+    assert "rules bridge not started" in capsys.readouterr().out
+    assert bridge.running_pid(settings) is None
+    assert bridge.status_line(settings) == "rules bridge not running"
+    bridge.down(settings)  # nothing to stop
