@@ -10,7 +10,7 @@ APPSYNC_MODULES := sandbox/appsync/node_modules/.package-lock.json
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: bootstrap system-deps system-deps-test demo demo-stop test test-lint test-unit test-integration test-molecule test-sanity \
+.PHONY: bootstrap system-deps system-deps-test demo demo-stop test test-lint test-unit test-integration test-e2e test-molecule test-sanity \
         sandbox-up sandbox-down sandbox-status sandbox-summary clean
 
 bootstrap: system-deps $(STAMP) $(LINK) $(APPSYNC_MODULES)
@@ -63,13 +63,16 @@ sandbox-status: bootstrap
 sandbox-summary: bootstrap
 	@$(BIN)/python -m sandbox summary
 
+# The virtual devices start after site.yml, which flashes the boards they run from; the summary ends
+# with their latest readings through GraphQL (it waits up to 15 s for the first ones).
 demo: sandbox-up
 	$(BIN)/ansible-playbook site.yml
+	$(BIN)/python -m sandbox devices up
 	@$(BIN)/python -m sandbox summary
 
 demo-stop: sandbox-down
 
-test: test-lint test-unit test-integration test-molecule test-sanity
+test: test-lint test-unit test-integration test-e2e test-molecule test-sanity
 
 test-lint: bootstrap
 	$(BIN)/ruff check .
@@ -81,6 +84,10 @@ test-unit: bootstrap
 
 test-integration: bootstrap
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests/integration
+
+# End to end: one private sandbox (free ports, own state dir), site.yml once, virtual devices running the firmware.
+test-e2e: bootstrap
+	$(BIN)/python -m pytest tests/e2e
 
 test-molecule: bootstrap
 	tests/molecule/run.sh
