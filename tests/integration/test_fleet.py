@@ -7,6 +7,7 @@ revoke -> quarantined board left alone -> rotate -> the board is back.
 
 import hashlib
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -153,8 +154,10 @@ def check_board_credentials(fleet, name, aws_client):
     files = board_files(fleet, name)
     config = json.loads(files["/config.json"])
     assert config["thing_name"] == thing(name)
-    assert config["port"] == 8883 and config["wifi_ssid"] == "iotfleet-sandbox"
+    # The sandbox's MQTT broker: its port (the session's free port) and DescribeEndpoint's 127.0.0.1.
+    assert config["port"] == int(os.environ["IOTFLEET_SANDBOX_MQTT_PORT"]) and config["wifi_ssid"] == "iotfleet-sandbox"
     assert config["endpoint"] == aws_client("iot").describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+    assert config["endpoint"] == "127.0.0.1"
     certificate = x509.load_pem_x509_certificate(files["/certs/device.crt"])
     key = serialization.load_pem_private_key((fleet["keys"] / f"{thing(name)}.key").read_bytes(), None)
     assert files["/certs/device.key"] == (fleet["keys"] / f"{thing(name)}.key").read_bytes()
@@ -283,6 +286,11 @@ def test_revoked_board_is_left_alone_then_rotated_back(first, run, fleet, aws_cl
     revoked = run("playbooks/revoke.yml", "-e", f"devices={thing('fleetboard1')}", "-e", "drop_sessions=false")
     assert revoked.returncode == 0, revoked.output
     assert groups_of(aws_client, "fleetboard1") == [f"{PREFIX}_quarantine"]
+    # Through the API's revokeDevice mutation (the backend is deployed), not DynamoDB behind its back.
+    assert "devices_api: no AppSync API" not in revoked.output
+    row = devices_table(aws_client)[thing("fleetboard1")]
+    assert (row["status"], row["revoked_certificate_id"], row["certificate_id"]) == ("revoked", old_id, old_id)
+    assert "revoked_at" in row
 
     # A plain rollout leaves the quarantined board alone: not re-registered, not flashed.
     plain = run("playbooks/fleet.yml")
@@ -300,7 +308,10 @@ def test_revoked_board_is_left_alone_then_rotated_back(first, run, fleet, aws_cl
     assert groups_of(aws_client, "fleetboard1") == [f"{PREFIX}_fleet"]
     assert (fleet["keys"] / f"{thing('fleetboard1')}.fs.img").read_bytes() != old_image
     assert list(fleet["keys"].glob(f"{thing('fleetboard1')}.key.retired-*"))
-    assert devices_table(aws_client)[thing("fleetboard1")]["certificate_id"] == new_id
+    # Re-admitted: the new certificate, no longer revoked (CoreTelemetry takes its readings again).
+    row = devices_table(aws_client)[thing("fleetboard1")]
+    assert (row["status"], row["certificate_id"]) == ("disconnected", new_id)
+    assert "revoked_at" not in row and "revoked_certificate_id" not in row
 
     after = run("playbooks/fleet.yml")
     assert after.returncode == 0, after.output
