@@ -5,6 +5,7 @@ Run from the repository root with the project's venv:
     .venv/bin/python bench/revoke.py                          # private sandbox; N = 100
     .venv/bin/python bench/revoke.py --count 10,100
     .venv/bin/python bench/revoke.py --port 4599              # the running `make demo` sandbox
+    .venv/bin/python bench/revoke.py --throttle               # the sandbox refuses what AWS would throttle
 
 Per N: registers N boards with boto3 (thing in the fleet group, a certificate the sandbox signs
 from the board's CSR, the device policy attached, a row in the devices table), outside the clock;
@@ -13,7 +14,12 @@ the devices-table probe and the module), and a second run that must change nothi
 own figures (seconds, AWS requests per API) come from the run's JSON output.
 
 The rate limits are the module's defaults (AWS's default quotas): UpdateCertificate 10/s bounds a
-revocation to about 10 devices a second. If the sandbox has no iot-data DeleteConnection, the
+revocation to about 10 devices a second. With --throttle, the private sandbox also refuses what
+AWS's own per-API token buckets would (ThrottlingException, a burst of one second's worth), so a
+client that went faster than AWS allows would be seen in the "throttled" counts.
+
+Printed per N: the wall time of the first run and of the re-run (whole ansible-playbook), the
+module's own seconds, and the AWS requests per API of each run. If the sandbox has no iot-data DeleteConnection, the
 runs pass -e drop_sessions=false and the output says so.
 """
 
@@ -52,26 +58,58 @@ POLICY_DOCUMENT = json.dumps(
 BOUND = "UpdateCertificate"
 
 
-class Sandbox:
-    """A private sandbox on a free port (`python -m sandbox up/down`), or a running one."""
+# The sandbox's other services (sandbox/settings.py reads these; the playbook gets them with -e too).
+SERVICE_PORTS = {
+    "IOTFLEET_SANDBOX_APPSYNC_PORT": "iotfleet_sandbox_appsync_port",
+    "IOTFLEET_SANDBOX_MQTT_PORT": "iotfleet_sandbox_mqtt_port",
+    "IOTFLEET_SANDBOX_DISCORD_PORT": "iotfleet_sandbox_discord_port",
+    "IOTFLEET_SANDBOX_HOSTING_PORT": "iotfleet_sandbox_hosting_port",
+}
 
-    def __init__(self, port=None):
+
+def free_ports(count):
+    sockets = [socket.socket() for _index in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class Sandbox:
+    """A private sandbox on free ports (`python -m sandbox up/down`), or a running one."""
+
+    def __init__(self, port=None, throttle=False):
+        self.throttle = throttle
         self.private = port is None
+        self.env = dict(os.environ)
+        self.extra_vars = []
         if self.private:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
+            port, *others = free_ports(1 + len(SERVICE_PORTS))
+            ports = dict(zip(SERVICE_PORTS, others, strict=True))
+            self.env.update({name: str(value) for name, value in ports.items()})
+            self.extra_vars = [a for name, n in ports.items() for a in ("-e", f"{SERVICE_PORTS[name]}={n}")]
         self.port = port
         self.endpoint = f"http://127.0.0.1:{port}"
         self.state_dir = tempfile.mkdtemp(prefix="iotfleet-revoke-bench-") if self.private else None
 
-    def cli(self, command):
+    def cli(self, command, *options):
         argv = [sys.executable, "-m", "sandbox", command, "--state-dir", self.state_dir, "--port", str(self.port)]
-        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        argv += options
+        return subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, check=False)
+
+    def discord_messages(self):
+        """How many messages the sandbox's Discord stand-in took (None for a running sandbox)."""
+        if not self.private:
+            return None
+        path = Path(self.state_dir) / "discord" / "messages.jsonl"
+        return len(path.read_text().splitlines()) if path.exists() else 0
 
     def __enter__(self):
         if self.private:
-            result = self.cli("up")
+            result = self.cli("up", *(["--throttle"] if self.throttle else []))
             if result.returncode != 0:
                 self.__exit__()  # what did start (the server, when only the AppSync simulator failed)
                 raise SystemExit(f"sandbox did not start:\n{result.stdout}{result.stderr}")
@@ -135,7 +173,7 @@ def has_delete_connection(sandbox):
 
 def run_playbook(sandbox, names, extra):
     env = dict(
-        os.environ,
+        sandbox.env,
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         PATH=f"{BIN}:{os.environ['PATH']}",
@@ -145,15 +183,18 @@ def run_playbook(sandbox, names, extra):
         "playbooks/revoke.yml",
         "-e",
         f"iotfleet_sandbox_port={sandbox.port}",
+        *sandbox.extra_vars,
         "-e",
         f"iotfleet_prefix={PREFIX}",
         "-e",
         f"devices={','.join(names)}",
         *extra,
     ]
+    before = sandbox.discord_messages()
     started = time.monotonic()
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
+    messages = None if before is None else sandbox.discord_messages() - before
     if proc.returncode != 0:
         raise SystemExit(f"revoke.yml failed:\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}")
     report = json.loads(proc.stdout)
@@ -163,7 +204,7 @@ def run_playbook(sandbox, names, extra):
             if task["task"]["name"].endswith("Revoke the devices"):
                 module = task["hosts"]["localhost"]
     changed = sum(stats["changed"] for stats in report["stats"].values())
-    return seconds, changed, module
+    return seconds, changed, module, messages
 
 
 def bench(sandbox, count, index, extra):
@@ -181,33 +222,36 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, help="use the sandbox running on this port instead of a private one")
     parser.add_argument("--count", default="100", help="comma-separated N (default 100)")
+    parser.add_argument("--throttle", action="store_true", help="private sandbox in AWS-rate throttling mode")
     args = parser.parse_args()
     counts = [int(n) for n in args.count.split(",")]
 
-    with Sandbox(args.port) as sandbox:
+    with Sandbox(args.port, args.throttle) as sandbox:
         prepare_stack(sandbox)
         extra = [] if has_delete_connection(sandbox) else ["-e", "drop_sessions=false"]
         rows = [(count, *bench(sandbox, count, index, extra)) for index, count in enumerate(counts)]
 
     print()
-    print(f"revoke.yml on the sandbox {sandbox.endpoint}, module defaults ({BOUND} 10/s), wall time of the whole run.")
+    mode = "--throttle (AWS-rate ThrottlingException)" if args.throttle else "no server-side throttling"
+    print(f"revoke.yml on the sandbox {sandbox.endpoint} ({mode}), module defaults ({BOUND} 10/s), load {load()}.")
     if extra:
         print("The sandbox has no iot-data DeleteConnection: runs with -e drop_sessions=false (no session dropped).")
-    header = (
-        f"{'N':>5} | {'revoke.yml':>10} | {'module':>7} | {'changed':>7} | {'re-run':>7} | {'changed':>7} | requests"
-    )
-    print(header)
-    print("-" * len(header))
-    for count, (seconds, changed, module), (again_seconds, again_changed, again_module) in rows:
-        summary = module["summary"]
-        calls = sum(summary["api_calls"].values())
-        again_calls = sum(again_module["summary"]["api_calls"].values())
-        print(
-            f"{count:5d} | {seconds:8.2f} s | {summary['seconds']:5.2f} s | {changed:7d} | {again_seconds:5.2f} s | "
-            f"{again_changed:7d} | {calls} first, {again_calls} re-run"
-        )
-        print(f"      newly revoked {summary['newly_revoked']}, failed {summary['failed']}; {summary['api_calls']}")
-    print(f"floor at {BOUND} 10/s: N/10 s for the module alone (one certificate per device).")
+    for count, first, again in rows:
+        print(f"N={count}")
+        for label, (seconds, changed, module, messages) in (("first run", first), ("re-run", again)):
+            summary = module["summary"]
+            calls = summary["api_calls"]
+            print(
+                f"  {label:9}: revoke.yml {seconds:6.2f} s wall, module {summary['seconds']:6.2f} s, changed tasks "
+                f"{changed}, newly revoked {summary['newly_revoked']}, failed {summary['failed']}, "
+                f"{sum(calls.values())} requests, throttled {summary['throttled'] or 0}, Discord messages {messages}"
+            )
+            print("             " + ", ".join(f"{api} {n}" for api, n in calls.items()))
+    print(f"floor at {BOUND} 10/s with a one-second burst: (N - 10) / 10 s for the module alone.")
+
+
+def load():
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

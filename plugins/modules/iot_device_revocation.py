@@ -26,6 +26,18 @@ description:
   - A re-run changes nothing once a device is revoked. A device counts as newly revoked (RV(devices[].newly_revoked))
     when it had an C(ACTIVE) certificate or no C(revoked_at) attribute before the run; then, and only then,
     C(revoked_at) is (re)written.
+  - A re-run is cheap (no 10/s API per device). Every thing is described (C(DescribeThing), 350/s) with its
+    groups (C(ListThingGroupsForThing), 100/s), every certificate's status is listed once (C(ListCertificates),
+    paged). A device counts as already revoked when it has C(revoked_at), is in O(quarantine_group) and in no other
+    static group, its row in the devices table (if any) says revoked, and no C(ACTIVE) certificate is attached to
+    it. That last check costs whichever is fewer requests - one C(ListPrincipalThings) per C(ACTIVE) certificate of
+    the account, or one C(ListThingPrincipals) per such device. Any other device is looked at closely and fixed, so a
+    certificate re-activated and re-attached by hand is revoked again. Trade-off - a C(REVOKED) or C(INACTIVE)
+    certificate re-attached to a revoked thing by hand is only seen on the per-device path; it cannot connect, and it
+    is seen as soon as it is re-activated.
+  - The steps of the devices being revoked run in a thread pool, each API paced by its own token bucket, so they
+    overlap - revoking N devices takes about N / 10 seconds (C(UpdateCertificate) and C(ListThingPrincipals) at
+    10/s). The buckets start full and hold one second's worth of requests, as AWS's own buckets do.
   - Certificates are found through the thing. Once a run has detached them, later runs no longer see
     them, so a certificate left C(INACTIVE) by O(certificate_status=INACTIVE) is revoked for good with
     M(iotfleet.aws.iot_certificate) (its id is in RV(devices[].certificates)). Principals other than
@@ -95,6 +107,7 @@ options:
         device's row gets C(status=revoked) and, unless it has one, C(revoked_at) (epoch milliseconds), the way the
         backend's GraphQL mutation C(revokeDevice) writes them. A device without a row is left without one.
       - Leave it out when the backend is not deployed; see O(devices_table_missing) for a table that may not exist yet.
+      - With O(devices_api), the rows are written through the backend's GraphQL API instead.
     type: str
   devices_table_missing:
     description:
@@ -105,6 +118,14 @@ options:
     type: str
     default: fail
     choices: [fail, ignore]
+  devices_api:
+    description:
+      - Name of the backend's AppSync GraphQL API (by the iotfleet roles, C(<prefix>_api)). With O(devices_table),
+        each row is then written with the API's C(revokeDevice) mutation, signed with SigV4 by the module's AWS
+        credentials, so that the API's C(onUpdateDevice) subscription (the dashboard) sees it; the table is still
+        read directly (one C(BatchGetItem) per 100 devices).
+      - When no API has this name, the module warns and writes the rows directly (C(UpdateItem), same expression).
+    type: str
   rate_limits:
     description:
       - Requests per second per AWS API, over the defaults. The defaults are AWS's default quotas as the
@@ -112,7 +133,7 @@ options:
         C(ListThingPrincipals) 10, C(DetachPolicy) 15, C(DetachThingPrincipal) 100, C(UpdateThing) 100,
         C(DescribeThing) 350 - and a cautious 10 for the APIs whose default quota it has not confirmed -
         C(DeleteConnection), C(DeleteThing), C(DescribeEndpoint), C(DescribeThingGroup), C(ListAttachedPolicies),
-        C(ListPrincipalThings), C(ListThingGroupsForThing), C(UpdateThingGroupsForThing).
+        C(ListPrincipalThings), C(ListThingGroupsForThing), C(UpdateThingGroupsForThing). C(ListCertificates) is paced at 10.
       - Revoking a device costs one C(UpdateCertificate) per certificate, so at the defaults about 10 devices a second.
       - Raise them when your account's quotas are higher; lower them when other clients share the quotas.
     type: dict
@@ -144,6 +165,7 @@ EXAMPLES = r"""
       - 240AC4123456
     quarantine_group: "{{ iotfleet_prefix }}_quarantine"
     devices_table: "{{ iotfleet_prefix }}_devices"
+    devices_api: "{{ iotfleet_prefix }}_api"
   register: revocation
 
 - name: Name the boards revoked by this run
