@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-installed
 LINK := .collections/ansible_collections/iotfleet/aws
 APPSYNC_MODULES := sandbox/appsync/node_modules/.package-lock.json
+DASHBOARD_MODULES := files/dashboard/node_modules/.package-lock.json
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: bootstrap system-deps system-deps-test demo demo-stop test test-lint test-unit test-integration test-e2e test-molecule test-sanity \
         sandbox-up sandbox-down sandbox-status sandbox-summary clean
 
-bootstrap: system-deps $(STAMP) $(LINK) $(APPSYNC_MODULES)
+bootstrap: system-deps $(STAMP) $(LINK) $(APPSYNC_MODULES) $(DASHBOARD_MODULES)
 
 # Debian packages, installed only when missing (apt as root, else through sudo): Mosquitto and the
 # headers its sandbox plugin builds against for the data plane; Chromium for the browser tests.
@@ -51,6 +52,12 @@ $(APPSYNC_MODULES): sandbox/appsync/package-lock.json
 	@if command -v npm >/dev/null; then cd sandbox/appsync && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.package-lock.json; \
 	 else echo "npm not found: the sandbox will run without its GraphQL endpoint (install Node 20)"; fi
 
+# The dashboard's build tools (vite), so playbook runs in parallel never race on a first `npm ci`
+# (the amplify role runs it itself when they are missing or older than the lockfile).
+$(DASHBOARD_MODULES): files/dashboard/package-lock.json
+	@if command -v npm >/dev/null; then cd files/dashboard && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.package-lock.json; \
+	 else echo "npm not found: site.yml cannot build the dashboard (install Node 20)"; fi
+
 sandbox-up: bootstrap
 	$(BIN)/python -m sandbox up
 
@@ -69,6 +76,7 @@ demo: sandbox-up
 	$(BIN)/ansible-playbook site.yml
 	$(BIN)/python -m sandbox devices up
 	@$(BIN)/python -m sandbox summary
+	@$(BIN)/python -c 'from sandbox.settings import load_settings; print(f"Dashboard: {load_settings().hosting_url}")'
 
 demo-stop: sandbox-down
 
@@ -81,12 +89,14 @@ test-lint: bootstrap
 # Two workers, one test file each at a time: the suites start their own servers on free ports.
 test-unit: bootstrap
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests/unit
+	cd files/dashboard && node --test test/
 
 test-integration: bootstrap
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests/integration
 
 # End to end: one private sandbox (free ports, own state dir), site.yml once, virtual devices running the firmware.
-test-e2e: bootstrap
+# The dashboard's browser tests (test_web_dashboard.py) drive Debian's Chromium through chromedriver.
+test-e2e: bootstrap system-deps-test
 	$(BIN)/python -m pytest tests/e2e
 
 test-molecule: bootstrap
@@ -96,4 +106,4 @@ test-sanity: bootstrap
 	tests/sanity/run.sh
 
 clean: sandbox-down
-	rm -rf .collections tests/output .build sandbox/appsync/node_modules
+	rm -rf .collections tests/output .build sandbox/appsync/node_modules files/dashboard/node_modules
