@@ -365,13 +365,37 @@ def aws_client(settings: Settings, service: str, read_timeout: float = 60):
     )
 
 
-def read_rules(iot) -> list[dict]:
-    documents = []
-    for page in iot.get_paginator("list_topic_rules").paginate():
-        for summary in page.get("rules", []):
-            with contextlib.suppress(iot.exceptions.ResourceNotFoundException, iot.exceptions.UnauthorizedException):
-                documents.append(iot.get_topic_rule(ruleName=summary["ruleName"])["rule"])
-    return documents
+class RuleReader:
+    """The topic rules' documents: ListTopicRules every call, GetTopicRule only for a rule whose summary
+    (ARN, createdAt, ruleDisabled) changed, and for every rule at least every FULL_READ_SECONDS."""
+
+    FULL_READ_SECONDS = 30.0
+
+    def __init__(self, iot, clock=time.monotonic):
+        self.iot = iot
+        self.clock = clock
+        self.cache: dict[str, tuple] = {}  # name -> (summary key, document)
+        self.next_full = 0.0
+
+    def __call__(self) -> list[dict]:
+        full = self.clock() >= self.next_full
+        if full:
+            self.next_full = self.clock() + self.FULL_READ_SECONDS
+        cache = {}
+        for page in self.iot.get_paginator("list_topic_rules").paginate():
+            for summary in page.get("rules", []):
+                name = summary["ruleName"]
+                key = (summary.get("ruleArn"), str(summary.get("createdAt")), summary.get("ruleDisabled"))
+                cached = self.cache.get(name)
+                if cached is not None and cached[0] == key and not full:
+                    cache[name] = cached
+                    continue
+                try:
+                    cache[name] = (key, self.iot.get_topic_rule(ruleName=name)["rule"])
+                except (self.iot.exceptions.ResourceNotFoundException, self.iot.exceptions.UnauthorizedException):
+                    continue  # deleted in between
+        self.cache = cache
+        return [document for _key, document in cache.values()]
 
 
 def lambda_invoker(settings: Settings):
@@ -615,7 +639,7 @@ def build(settings: Settings, connection: Connection) -> Bridge:
     engine = Engine(actions, Workers())
     iot = aws_client(settings, "iot")
     shadows = shadow_mod.ShadowService(aws_client(settings, "iot-data"), lambda t, p: publish(t, p, QOS))
-    bridge = Bridge(connection, engine, shadows, lambda: read_rules(iot), lambda: shadow_versions(settings))
+    bridge = Bridge(connection, engine, shadows, RuleReader(iot), lambda: shadow_versions(settings))
     holder["bridge"] = bridge
     return bridge
 

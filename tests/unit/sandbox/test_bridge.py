@@ -542,3 +542,27 @@ def test_up_without_a_running_broker_leaves_the_bridge_out(tmp_path, capsys):
     assert bridge.running_pid(settings) is None
     assert bridge.status_line(settings) == "rules bridge not running"
     bridge.down(settings)  # nothing to stop
+
+
+def test_rule_reader_gets_a_rule_again_only_when_its_summary_changes(aws):
+    import boto3
+
+    iot = boto3.client("iot", region_name=REGION)
+    calls = []
+    iot.meta.events.register("before-call.iot.GetTopicRule", lambda **kwargs: calls.append(kwargs["params"]))
+    payload = {"sql": TELEMETRY_SQL, "awsIotSqlVersion": "2016-03-23", "actions": []}
+    iot.create_topic_rule(ruleName="one", topicRulePayload=payload)
+    now = [0.0]
+    reader = bridge.RuleReader(iot, clock=lambda: now[0])
+    assert [d["ruleName"] for d in reader()] == ["one"]
+    now[0] = 5
+    assert [d["ruleDisabled"] for d in reader()] == [False]
+    assert len(calls) == 1  # nothing changed: the cached document
+    iot.disable_topic_rule(ruleName="one")
+    assert [d["ruleDisabled"] for d in reader()] == [True]
+    assert len(calls) == 2
+    now[0] = 40  # a full read every 30 s whatever the summaries say
+    reader()
+    assert len(calls) == 3
+    iot.delete_topic_rule(ruleName="one")
+    assert reader() == []
