@@ -10,8 +10,8 @@ sandbox's service identity (MQTT v5 over TLS; paho reconnects with backoff when 
   of sandbox/rules_sql.py is logged once (per SQL text) and skipped;
 - for each message, evaluates each matching rule's SQL (clientId() is the publisher's client id: the
   broker's `iotfleet-client-id` user property, else the thing name in the topic, or the presence event's
-  `clientId`) and runs its actions in a small pool of workers, one queue per worker, messages of one
-  client id always on the same worker (so per device in order): `lambda` (Invoke on the sandbox),
+  `clientId`) and runs its actions in a small pool of workers, one queue per worker, the messages of one
+  client id for one rule always on the same worker (so in order per device and rule): `lambda` (Invoke),
   `republish`, `cloudwatchLogs`; others are logged once and skipped;
 - when an action fails, runs the rule's errorAction (`cloudwatchLogs`, `republish` or `lambda`) with
   AWS's error message document (ruleName, topic, cloudwatchTraceId, clientId, base64OriginalPayload,
@@ -338,7 +338,8 @@ class Engine:
                 continue
             self.counts["matched"] += 1
             fired += 1
-            self.workers.submit(client_id or topic, self.actions.execute, rule, message, output)
+            # In order per device and rule: a device's telemetry does not wait for its presence event's actions.
+            self.workers.submit(f"{client_id or topic}\0{rule.name}", self.actions.execute, rule, message, output)
         return fired
 
 
