@@ -8,11 +8,18 @@ topic, as for a device (the broker's ACLs guarantee a device publishes only unde
 
 import json
 import queue
+import threading
 import time
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from sandbox import bridge
 from sandbox import broker
@@ -24,6 +31,8 @@ from tests.integration.test_backend import readings
 from tests.integration.test_backend import register
 
 TELEMETRY_RULE = f"{PREFIX}_telemetry"
+ROOT = Path(__file__).resolve().parents[2]
+IOT_ARN = "arn:aws:iot:eu-north-1:123456789012"
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +163,84 @@ def test_shadow_update_over_mqtt_and_a_desired_change_through_the_api(settings, 
     topic, document = client.received.get(timeout=5)
     assert time.monotonic() - changed <= 3  # the issue's "within a couple of seconds"
     assert (topic, document["state"]) == (f"{shadow}/update/delta", {"sendIntervalSeconds": 10})
+
+
+def register_board(aws_client, settings, folder):
+    """A device registered as the fleet rollout does it, and its filesystem as flashed (config, certificates)."""
+    iot = aws_client("iot")
+    policy = f"bridge_test_policy_{uuid.uuid4().hex[:8]}"
+    template = (ROOT / "roles" / "iot_core" / "templates" / "device_policy.json.j2").read_text()
+    iot.create_policy(policyName=policy, policyDocument=template.replace("{{ _iot_arn }}", IOT_ARN))
+    thing = new_device_id()
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, thing)]))
+        .sign(key, hashes.SHA256())
+    )
+    created = iot.create_certificate_from_csr(
+        certificateSigningRequest=csr.public_bytes(serialization.Encoding.PEM).decode(), setAsActive=True
+    )
+    iot.create_thing(thingName=thing)
+    iot.attach_policy(policyName=policy, target=created["certificateArn"])
+    iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
+    (folder / "certs").mkdir(mode=0o700)
+    (folder / "certs" / "device.crt").write_text(created["certificatePem"])
+    key_file = folder / "certs" / "device.key"
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_file.chmod(0o600)
+    (folder / "certs" / "root-ca.pem").write_bytes((settings.ca_dir / "ca.pem").read_bytes())
+    config = {
+        "thing_name": thing,
+        "endpoint": "127.0.0.1",
+        "port": settings.mqtt_port,
+        "wifi_ssid": "sandbox",
+        "send_interval_seconds": 30,
+        "backoff_cap_seconds": 2,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return thing
+
+
+def test_the_firmware_follows_its_shadow_through_the_bridge(settings, aws_client, tmp_path):
+    """The real firmware (firmware/app) on CPython: it reports its interval, and a desired change made
+    through the API (UpdateThingShadow) reaches it as update/delta; it applies it and reports it back."""
+    from firmware.app import device as app
+    from firmware.app import hw
+    from firmware.app import settings as app_settings
+
+    thing = register_board(aws_client, settings, tmp_path)
+    logs = []
+    platform = hw.HostPlatform(tmp_path, sensor=lambda: (21.0, 40.0), log=logs.append)
+    device = app.Device(app_settings.load(platform), platform)
+    runner = threading.Thread(target=device.run, daemon=True)
+    data = aws_client("iot-data")
+
+    def reported():
+        try:
+            shadow = json.loads(data.get_thing_shadow(thingName=thing)["payload"].read())
+        except data.exceptions.ResourceNotFoundException:
+            return None
+        return shadow["state"].get("reported", {}).get("sendIntervalSeconds")
+
+    def wait(predicate, what, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"{what}; device log: {logs}"
+            time.sleep(0.2)
+
+    runner.start()
+    try:
+        # No shadow yet: get/rejected, and the device reports what it runs with (config.json's 30 s).
+        wait(lambda: reported() == 30, "the device did not report its interval")
+        desired = {"state": {"desired": {"sendIntervalSeconds": 5}}}
+        data.update_thing_shadow(thingName=thing, payload=json.dumps(desired).encode())
+        wait(lambda: device.interval == 5, "the desired interval did not reach the device")
+        wait(lambda: reported() == 5, "the device did not report the new interval")
+        shadow = json.loads(data.get_thing_shadow(thingName=thing)["payload"].read())
+        assert "delta" not in shadow["state"]
+    finally:
+        device.stop()
+        runner.join(10)
