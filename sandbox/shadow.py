@@ -186,6 +186,9 @@ class ShadowService:
             for thing, version in versions.items():
                 self.known.setdefault(thing, version)
             return []
+        for thing, version in versions.items():
+            if version < self.known.get(thing, 0):
+                self.known[thing] = version  # the sandbox restarted: its shadows began again
         return [thing for thing, version in versions.items() if version > self.known.get(thing, 0)]
 
     def check(self, thing: str, version: int) -> None:

@@ -251,33 +251,47 @@ def test_client_id_of(topic, payload, prop, expected):
 REGION = "eu-north-1"
 
 
-@pytest.fixture
-def mosquitto(tmp_path):
-    import shutil
-    import subprocess
-    import time
+class Mosquitto(int):
+    """The port of a local Mosquitto (plain TCP, anonymous), with restart() for reconnect tests."""
 
-    from tests.unit.sandbox.conftest import free_port
-
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    def start(self, conf):
+        import shutil
         import socket
+        import subprocess
+        import time
 
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.conf = conf
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
+                socket.create_connection(("127.0.0.1", int(self)), timeout=0.5).close()
+                return
             except OSError:
                 time.sleep(0.05)
-        yield port
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self):
+        self.stop()
+        self.start(self.conf)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    from tests.unit.sandbox.conftest import free_port
+
+    broker = Mosquitto(free_port())
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {int(broker)} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    broker.start(conf)
+    try:
+        yield broker
     finally:
-        process.kill()
-        process.wait()
+        broker.stop()
 
 
 class Client:
@@ -566,3 +580,35 @@ def test_rule_reader_gets_a_rule_again_only_when_its_summary_changes(aws):
     assert len(calls) == 3
     iot.delete_topic_rule(ruleName="one")
     assert reader() == []
+
+
+def test_the_bridge_reconnects_and_resubscribes_when_the_broker_restarts(mosquitto, fake):
+    engine = Engine(Actions(fake.invoke, fake.publish, fake.log), Workers(1))
+    running = start_bridge(mosquitto, engine, [rule()])
+    try:
+        mosquitto.restart()
+        assert wait_for(lambda: not running.connected.is_set(), timeout=10)
+        assert running.connected.wait(30)  # paho's backoff: 1 s, doubling, at most 16 s
+        device = Client(mosquitto)
+        try:
+            import time
+
+            time.sleep(0.3)  # the bridge's SUBACK after its reconnect
+            device.publish("A/telemetry", {"temperature": 20})
+            assert wait_for(lambda: len(fake.invocations) == 1)
+        finally:
+            device.close()
+        assert running.connects == 2
+    finally:
+        running.stop()
+
+
+def test_shadow_changes_found_by_polling():
+    from sandbox import shadow as shadow_mod
+
+    service = shadow_mod.ShadowService(None, None)
+    assert service.changed({"A": 3, "B": 1}, first=True) == []  # what exists at start is known
+    assert service.changed({"A": 4, "B": 1, "C": 1}, first=False) == ["A", "C"]
+    service.known.update(A=4, C=1)
+    assert service.changed({"A": 2, "B": 1, "C": 1}, first=False) == []  # restarted: A begins again at 2
+    assert service.changed({"A": 3, "B": 1, "C": 1}, first=False) == ["A"]
