@@ -471,6 +471,7 @@ class Bridge:
         self.connected = threading.Event()
         self.stopping = threading.Event()
         self.filters: dict[str, int] = {}  # topic filter -> subscription identifier
+        self.rule_filters: set[str] = set()  # those of them the rules need
         self.next_id = 1
         self.lock = threading.RLock()
         self.rules_loaded = False
@@ -531,8 +532,8 @@ class Bridge:
         topic = message.topic
         payload = bytes(message.payload)
         with self.lock:
-            shadow_ids = {self.filters.get(f) for f in shadow_mod.REQUEST_FILTERS}
-            rule_ids = {sub_id for f, sub_id in self.filters.items() if f not in shadow_mod.REQUEST_FILTERS}
+            shadow_ids = {self.filters.get(f) for f in shadow_mod.REQUEST_FILTERS} if self.shadows else set()
+            rule_ids = {self.filters.get(f) for f in self.rule_filters}
         if not ids:  # a broker that does not tag: treat the message as matching everything
             ids = shadow_ids | rule_ids
         client_id = client_id_of(topic, payload, user.get(CLIENT_ID_PROPERTY))
@@ -548,8 +549,11 @@ class Bridge:
             raise RuntimeError(self.mqtt.error_string(info.rc))
 
     def set_filters(self, wanted: set[str]) -> None:
-        wanted = set(wanted) | set(shadow_mod.REQUEST_FILTERS if self.shadows else ())
+        """Subscribe to the rules' filters (and the shadow requests), unsubscribe from the others."""
+        rule_filters = set(wanted)
+        wanted = rule_filters | set(shadow_mod.REQUEST_FILTERS if self.shadows else ())
         with self.lock:
+            self.rule_filters = rule_filters
             for topic_filter in sorted(set(self.filters) - wanted):
                 del self.filters[topic_filter]
                 if self.connected.is_set():

@@ -612,3 +612,16 @@ def test_shadow_changes_found_by_polling():
     service.known.update(A=4, C=1)
     assert service.changed({"A": 2, "B": 1, "C": 1}, first=False) == []  # restarted: A begins again at 2
     assert service.changed({"A": 3, "B": 1, "C": 1}, first=False) == ["A"]
+
+
+def test_a_rule_on_a_shadow_request_topic_runs_beside_the_shadow_service(shadow_bridge):
+    running, device, _data = shadow_bridge
+    seen = []
+    running.engine.actions.lambda_invoke = lambda arn, payload: seen.append(json.loads(payload)) or (None, b"{}")
+    running.set_filters(running.engine.set_rules([rule(sql="SELECT state FROM '$aws/things/+/shadow/update'")]))
+    import time
+
+    time.sleep(0.3)
+    device.publish(f"{SHADOW}/update", {"state": {"reported": {"a": 1}}})
+    assert device.next()[0] == f"{SHADOW}/update/accepted"
+    assert wait_for(lambda: seen == [{"state": {"reported": {"a": 1}}}])
