@@ -75,6 +75,7 @@ struct session {
 	char *address;
 	long version;
 	bool service;
+	bool gone; /* disconnected; kept until the next tick, for the ACL check of its will */
 	const char *kick_reason; /* set before we disconnect it ourselves */
 };
 
@@ -386,6 +387,15 @@ static struct session *find_session(const struct mosquitto *client)
 	return NULL;
 }
 
+/* The live session with this client id, if any. */
+static struct session *find_live(const char *client_id)
+{
+	for (int i = 0; i < session_count; i++) {
+		if (!sessions[i].gone && !strcmp(sessions[i].client_id, client_id)) return &sessions[i];
+	}
+	return NULL;
+}
+
 static void write_clients_file(void)
 {
 	char *buf = NULL;
@@ -394,6 +404,7 @@ static void write_clients_file(void)
 	if (!out) return;
 	for (int i = 0; i < session_count; i++) {
 		struct session *s = &sessions[i];
+		if (s->gone) continue;
 		fprintf(out, "%s\t%s\t%s\t%s\n", s->client_id, s->cert_id, s->session_id, s->service ? "service" : "device");
 	}
 	fclose(out);
@@ -542,9 +553,8 @@ static int client_state(const struct mosquitto *client)
 
 static void kick(const char *client_id, const char *reason)
 {
-	for (int i = 0; i < session_count; i++) {
-		if (!strcmp(sessions[i].client_id, client_id)) sessions[i].kick_reason = reason;
-	}
+	struct session *s = find_live(client_id);
+	if (s) s->kick_reason = reason;
 	mosquitto_log_printf(MOSQ_LOG_NOTICE, "iotfleet_auth: disconnecting %s (%s)", client_id, reason);
 	mosquitto_kick_client_by_clientid(client_id, false);
 }
@@ -578,7 +588,7 @@ static void reload_if_changed(void)
 	int refused_count = 0;
 	if (!refused) return;
 	for (int i = 0; i < session_count; i++) {
-		if (!sessions[i].kick_reason && !may_connect(sessions[i].cert_id, sessions[i].client_id)) {
+		if (!sessions[i].gone && !sessions[i].kick_reason && !may_connect(sessions[i].cert_id, sessions[i].client_id)) {
 			refused[refused_count++] = strdup(sessions[i].client_id);
 		}
 	}
@@ -610,11 +620,7 @@ static void handle_requests(void)
 			fclose(in);
 			if (len > 0) {
 				while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-				bool connected = false;
-				for (int i = 0; i < session_count; i++) {
-					if (!strcmp(sessions[i].client_id, line)) connected = true;
-				}
-				if (connected) kick(line, "SERVER_INITIATED_DISCONNECT");
+				if (find_live(line)) kick(line, "SERVER_INITIATED_DISCONNECT");
 			}
 			free(line);
 		}
@@ -651,8 +657,9 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	}
 	/* Another live session with this client id is taken over (Mosquitto disconnects it next). */
 	for (int i = 0; i < session_count; i++) {
-		if (!strcmp(sessions[i].client_id, client_id) && sessions[i].client != ed->client && !sessions[i].kick_reason) {
-			sessions[i].kick_reason = "DUPLICATE_CLIENTID";
+		struct session *old = &sessions[i];
+		if (!old->gone && !strcmp(old->client_id, client_id) && old->client != ed->client && !old->kick_reason) {
+			old->kick_reason = "DUPLICATE_CLIENTID";
 		}
 	}
 	struct session *s = find_session(ed->client);
@@ -691,6 +698,8 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	const char *client_id = mosquitto_client_id(ed->client);
 
 	if (ed->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
+	/* A disconnected session answers only for the same client (its will), never for a new one at its address. */
+	if (s && s->gone && (!client_id || strcmp(client_id, s->client_id) != 0)) s = NULL;
 	if (s && s->service) return MOSQ_ERR_SUCCESS;
 	if (s) {
 		memcpy(cert_id, s->cert_id, 65);
@@ -756,7 +765,7 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	(void)userdata;
 	struct mosquitto_evt_disconnect *ed = event_data;
 	struct session *s = find_session(ed->client);
-	if (!s) return MOSQ_ERR_SUCCESS;
+	if (!s || s->gone) return MOSQ_ERR_SUCCESS;
 	const char *reason = s->kick_reason;
 	if (!reason) {
 		switch (client_state(ed->client)) {
@@ -772,7 +781,8 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 		}
 	}
 	if (!s->service) publish_presence(s, false, reason);
-	remove_session(s);
+	/* Mosquitto checks the client's will (if any) right after this, with its TLS already closed. */
+	s->gone = true;
 	write_clients_file();
 	return MOSQ_ERR_SUCCESS;
 }
@@ -784,6 +794,9 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)userdata;
 	reload_if_changed();
 	handle_requests();
+	for (int i = session_count - 1; i >= 0; i--) {
+		if (sessions[i].gone) remove_session(&sessions[i]);
+	}
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -441,3 +441,22 @@ def test_status_counts_the_connected_devices(register, connect, sandbox):
     line = broker.status_line(sandbox)
     assert line.startswith("mqtt broker running") and f":{sandbox.mqtt_port}," in line
     assert "0 device(s)" not in line
+
+
+def test_a_last_will_is_checked_like_a_publish(register, connect, service):
+    dev, other = register(), register()
+    client = connect.device(dev)
+    client.paho.will_set(f"{dev.thing}/telemetry", "gone", qos=1)
+    assert client.connect() == 0
+    client.paho.loop_stop()
+    client.paho.socket().close()
+    assert next_message(service, "", suffix="/telemetry").payload == b"gone"
+
+    # Mosquitto 2.0.11 checks a will when it would send it (not at CONNECT): a forged one is dropped then.
+    sneaky = connect.device(dev)
+    sneaky.paho.will_set(f"{other.thing}/telemetry", "forged", qos=1)
+    assert sneaky.connect() == 0
+    sneaky.paho.loop_stop()
+    sneaky.paho.socket().close()
+    with pytest.raises(queue.Empty):
+        next_message(service, f"{other.thing}/telemetry", timeout=1.0)
