@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from sandbox import bridge
 from sandbox import broker
+from sandbox import discord
 from sandbox.settings import load_settings
 from tests.integration.test_backend import PREFIX
 from tests.integration.test_backend import backend  # noqa: F401 - the module-scoped fixture, reused here
@@ -204,14 +205,16 @@ def register_board(aws_client, settings, folder):
     return thing
 
 
-def test_the_firmware_follows_its_shadow_through_the_bridge(settings, aws_client, tmp_path):
+def test_the_firmware_follows_its_shadow_through_the_bridge(backend, settings, aws_client, tmp_path):  # noqa: F811
     """The real firmware (firmware/app) on CPython: it reports its interval, and a desired change made
-    through the API (UpdateThingShadow) reaches it as update/delta; it applies it and reports it back."""
+    through the API (UpdateThingShadow) reaches it as update/delta; it applies it and reports it back.
+    Its connect and disconnect run the presence rule: one Discord message each on the stand-in."""
     from firmware.app import device as app
     from firmware.app import hw
     from firmware.app import settings as app_settings
 
     thing = register_board(aws_client, settings, tmp_path)
+    register(backend, thing, owner="alice")  # in the devices table, as the fleet rollout does
     logs = []
     platform = hw.HostPlatform(tmp_path, sensor=lambda: (21.0, 40.0), log=logs.append)
     device = app.Device(app_settings.load(platform), platform)
@@ -244,3 +247,16 @@ def test_the_firmware_follows_its_shadow_through_the_bridge(settings, aws_client
     finally:
         device.stop()
         runner.join(10)
+    wait(lambda: len(statuses(settings, thing)) >= 2, "no Discord message for the connect and the disconnect")
+    time.sleep(2)  # a third (duplicate) message would come from the same events: give it time to show
+    assert statuses(settings, thing) == ["connected", "disconnected"]
+
+
+def statuses(settings, thing):
+    """The statuses the Discord stand-in was told for `thing`, in order."""
+    found = []
+    for message in discord.messages(settings):
+        lines = message.get("content", "").splitlines()
+        if f"Device: {thing}" in lines:
+            found += [line.removeprefix("Status: ") for line in lines if line.startswith("Status: ")]
+    return found
