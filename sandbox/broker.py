@@ -372,7 +372,7 @@ def _start(settings: Settings, binary: str) -> int:
     conf = write_config(settings, plugin)
     if not acl_file(broker_dir(settings)).exists():
         # Until the moto server writes the registry's rules, nobody but the service client gets in.
-        policy_acl.write_state(acl_file(broker_dir(settings)), policy_acl.format_state("arn:aws:iot:-:-", []))
+        policy_acl.write_state(acl_file(broker_dir(settings)), policy_acl.format_state(policy_acl.NO_REGISTRY, []))
     _log_line(settings, f"starting on mqtts://{settings.host}:{settings.mqtt_port}")
     with open(log_file(settings), "ab") as log:
         process = subprocess.Popen(  # pylint: disable=consider-using-with
@@ -425,6 +425,9 @@ def up(settings: Settings) -> int:
         )
         return 1
     print(f"mqtt broker started (pid {pid}) at mqtts://{settings.host}:{settings.mqtt_port}")
+    if f"arn\t{policy_acl.NO_REGISTRY}\n" in acl_file(broker_dir(settings)).read_text():
+        # A moto server started before the broker existed does not write its rules: only `down` + `up` helps.
+        print("mqtt broker: the running sandbox server does not feed it the registry; `down` and `up` to fix that")
     return 0
 
 
@@ -444,7 +447,10 @@ def status_line(settings: Settings) -> str:
         return "mqtt broker not running"
     if not tls_handshake(settings):
         return f"mqtt broker process {pid} is alive but does not accept TLS; see {log_file(settings)}"
-    clients = connected_clients(broker_dir(settings))
+    health = f"{SERVICE_CLIENT_PREFIX}health-"
+    clients = {
+        name: client for name, client in connected_clients(broker_dir(settings)).items() if not name.startswith(health)
+    }
     devices = sum(1 for client in clients.values() if client["kind"] == "device")
     return (
         f"mqtt broker running (pid {pid}) at mqtts://{settings.host}:{settings.mqtt_port}, "

@@ -90,7 +90,7 @@ class _Writer:
             for _attempt in range(5):
                 try:
                     if backend is None:
-                        prefix, certificates = "arn:aws:iot:-:-", []
+                        prefix, certificates = policy_acl.NO_REGISTRY, []
                     else:
                         prefix, certificates = policy_acl.from_backend(backend)
                     break

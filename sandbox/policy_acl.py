@@ -47,6 +47,8 @@ from dataclasses import field
 from pathlib import Path
 
 FORMAT_HEADER = "iotfleet-broker-acl 1"
+# The ARN prefix of a rules file that no IoT registry wrote (nothing but service clients get in).
+NO_REGISTRY = "arn:aws:iot:-:-"
 ANY_CLIENT = "*"
 # MQTT action (as the plugin names it) -> IoT policy action.
 ACTIONS = {"connect": "iot:Connect", "publish": "iot:Publish", "subscribe": "iot:Subscribe", "receive": "iot:Receive"}
