@@ -101,13 +101,13 @@ seconds:
   sample: 0.31
 """
 
+import http.client
 import json
+import ssl
 import time
-from urllib.error import HTTPError
-from urllib.error import URLError
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
 
 class DiscordError(Exception):
@@ -137,19 +137,50 @@ class Webhook:
         self.sleep = sleep or time.sleep
         self.rate_limited = 0
         self._wait_before_next = 0.0
+        self._conn = None
+        self._path = None
+
+    def _connection(self):
+        """One kept-alive connection for all messages (a new HTTP(S) connection each costs far more)."""
+        if self._conn is None:
+            url = urlsplit(self._url)
+            if url.scheme == "https":
+                context = ssl.create_default_context()
+                self._conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=self.timeout, context=context)
+            elif url.scheme == "http":
+                self._conn = http.client.HTTPConnection(url.hostname, url.port, timeout=self.timeout)
+            else:
+                raise DiscordError("webhook_url: must be an http:// or https:// URL")
+            self._path = url.path + (f"?{url.query}" if url.query else "")
+        return self._conn
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _post(self, payload):
-        """(status, headers, body) of one POST."""
-        data = json.dumps(payload)
+        """(status, headers, body) of one POST; reconnects once if the kept-alive connection was closed."""
+        data = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "iotfleet.aws discord_notify"}
-        try:
-            response = open_url(self._url, data=data, headers=headers, method="POST", timeout=self.timeout)
-            return response.getcode(), response.headers, response.read()
-        except HTTPError as e:
-            return e.code, e.headers, e.read()
-        except (URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise DiscordError(f"the webhook did not answer ({type(e).__name__}: {reason})") from None
+        for attempt in range(2):
+            connection = self._connection()
+            try:
+                connection.request("POST", self._path, body=data, headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self.close()
+                if attempt:
+                    raise DiscordError(f"the webhook did not answer ({type(e).__name__})") from None
+                continue
+            except (http.client.HTTPException, OSError) as e:
+                self.close()
+                raise DiscordError(f"the webhook did not answer ({type(e).__name__}: {e})") from None
+            if response.getheader("Connection", "").lower() == "close" or response.version < 11:
+                self.close()
+            return response.status, response.headers, body
+        raise DiscordError("the webhook did not answer")
 
     def send(self, index, payload):
         if self._wait_before_next:
@@ -213,6 +244,7 @@ def main():
             webhook.send(index, message)
             sent += 1
     except DiscordError as e:
+        webhook.close()
         module.fail_json(
             msg=f"{e}; {sent} of {len(messages)} messages were sent.",
             changed=sent > 0,
@@ -220,6 +252,7 @@ def main():
             rate_limited=webhook.rate_limited,
             seconds=round(time.monotonic() - started, 3),
         )
+    webhook.close()
     module.exit_json(
         changed=True, sent=sent, rate_limited=webhook.rate_limited, seconds=round(time.monotonic() - started, 3)
     )

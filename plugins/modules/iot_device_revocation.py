@@ -26,15 +26,17 @@ description:
   - A re-run changes nothing once a device is revoked. A device counts as newly revoked (RV(devices[].newly_revoked))
     when it had an C(ACTIVE) certificate or no C(revoked_at) attribute before the run; then, and only then,
     C(revoked_at) is (re)written.
-  - A re-run is cheap (no 10/s API per device). Every thing is described (C(DescribeThing), 350/s) with its
-    groups (C(ListThingGroupsForThing), 100/s), every certificate's status is listed once (C(ListCertificates),
-    paged). A device counts as already revoked when it has C(revoked_at), is in O(quarantine_group) and in no other
-    static group, its row in the devices table (if any) says revoked, and no C(ACTIVE) certificate is attached to
-    it. That last check costs whichever is fewer requests - one C(ListPrincipalThings) per C(ACTIVE) certificate of
-    the account, or one C(ListThingPrincipals) per such device. Any other device is looked at closely and fixed, so a
+  - A re-run is cheap - a few listings, no request per device. The things are listed once (C(ListThings), 250
+    a page; C(DescribeThing) for a name the listing lacks), the thing groups and their members (C(ListThingGroups),
+    C(ListThingsInThingGroup); C(ListThingGroupsForThing) per device instead when the account has more groups
+    than there are devices), every certificate's status (C(ListCertificates)) and the devices table's rows. A device
+    counts as already revoked when it has C(revoked_at), is in O(quarantine_group) and in no other static group,
+    its row in the devices table (if any) says revoked, and no C(ACTIVE) certificate is attached to it. That last
+    check costs whichever is fewer requests - one C(ListPrincipalThings) per C(ACTIVE) certificate of the account,
+    or one C(ListThingPrincipals) per such device. Any other device is looked at closely and fixed, so a
     certificate re-activated and re-attached by hand is revoked again. Trade-off - a C(REVOKED) or C(INACTIVE)
-    certificate re-attached to a revoked thing by hand is only seen on the per-device path; it cannot connect, and it
-    is seen as soon as it is re-activated.
+    certificate re-attached to a revoked thing by hand is only seen on the per-device path; it cannot connect, and
+    it is seen as soon as it is re-activated.
   - The steps of the devices being revoked run in a thread pool, each API paced by its own token bucket, so they
     overlap - revoking N devices takes about N / 10 seconds (C(UpdateCertificate) and C(ListThingPrincipals) at
     10/s). The buckets start full and hold one second's worth of requests, as AWS's own buckets do.
@@ -129,11 +131,12 @@ options:
   rate_limits:
     description:
       - Requests per second per AWS API, over the defaults. The defaults are AWS's default quotas as the
-        collection knows them - C(UpdateCertificate) 10, C(DescribeCertificate) 10, C(DeleteCertificate) 10,
-        C(ListThingPrincipals) 10, C(DetachPolicy) 15, C(DetachThingPrincipal) 100, C(UpdateThing) 100,
-        C(DescribeThing) 350 - and a cautious 10 for the APIs whose default quota it has not confirmed -
-        C(DeleteConnection), C(DeleteThing), C(DescribeEndpoint), C(DescribeThingGroup), C(ListAttachedPolicies),
-        C(ListPrincipalThings), C(ListThingGroupsForThing), C(UpdateThingGroupsForThing). C(ListCertificates) is paced at 10.
+        collection knows them - C(DeleteCertificate) 10, C(DeleteThing) 100, C(DescribeCertificate) 10,
+        C(DescribeThing) 350, C(DescribeThingGroup) 100, C(DetachPolicy) 15, C(DetachThingPrincipal) 100,
+        C(ListCertificates) 10, C(ListPrincipalThings) 10, C(ListThingGroups) 10, C(ListThingGroupsForThing) 100,
+        C(ListThingPrincipals) 10, C(ListThings) 10, C(ListThingsInThingGroup) 25, C(UpdateCertificate) 10,
+        C(UpdateThing) 100 - and a cautious 10 for the APIs whose default quota it has not confirmed -
+        C(DeleteConnection), C(DescribeEndpoint), C(ListAttachedPolicies), C(UpdateThingGroupsForThing).
       - Revoking a device costs one C(UpdateCertificate) per certificate, so at the defaults about 10 devices a second.
       - Raise them when your account's quotas are higher; lower them when other clients share the quotas.
     type: dict
@@ -341,7 +344,9 @@ summary:
       sample: {}
 """
 
+import http.client
 import json
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -349,8 +354,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
 from datetime import datetime
-from urllib.error import HTTPError
-from urllib.error import URLError
+from urllib.parse import urlsplit
 
 try:
     import boto3
@@ -359,7 +363,6 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports the missing library.
 
-from ansible.module_utils.urls import open_url
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
@@ -369,7 +372,10 @@ from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import appsyn
 from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import list_graphql_apis
 from ansible_collections.iotfleet.aws.plugins.module_utils.dynamodb import DynamoDBErrorHandler
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import GROUP_NAME_RE
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import IOT_THROTTLING_CODES
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import LIST_PAGE_SIZE
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import THING_NAME_RE
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import IoTErrorHandler
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import IoTModule
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import delete_certificate
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import delete_connection
@@ -384,8 +390,10 @@ from ansible_collections.iotfleet.aws.plugins.module_utils.iot import iot_retry_
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_attached_policy_names
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_certificate_summaries
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_principal_things
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing_group_member_names
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing_group_names_for_thing
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing_principals
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_things_with_attributes
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import update_certificate_status
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import update_thing
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import update_thing_groups_for_thing
@@ -412,8 +420,11 @@ CALLED_APIS = (
     "ListAttachedPolicies",
     "ListCertificates",
     "ListPrincipalThings",
+    "ListThingGroups",
     "ListThingGroupsForThing",
     "ListThingPrincipals",
+    "ListThings",
+    "ListThingsInThingGroup",
     "UpdateCertificate",
     "UpdateThing",
     "UpdateThingGroupsForThing",
@@ -573,26 +584,60 @@ class BackendWriter:
         self.credentials = credentials
         self.limiter = limiter
         self.timeout = timeout
+        self._split = urlsplit(url)
+        self._local = threading.local()
+
+    def _connection(self):
+        """A kept-alive connection per thread (a new connection per request costs far more than the request)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            host, port = self._split.hostname, self._split.port
+            if self._split.scheme == "https":
+                context = ssl.create_default_context()
+                connection = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
+            else:
+                connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            self._local.connection = connection
+        return connection
+
+    def _drop_connection(self):
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+        self._local.connection = None
 
     def post(self, document, variables):
         payload = json.dumps({"query": document, "variables": variables})
         request = AWSRequest(method="POST", url=self.url, data=payload, headers={"Content-Type": "application/json"})
         SigV4Auth(self.credentials, "appsync", self.region).add_auth(request)
+        headers = dict(request.headers.items())
+        path = self._split.path or "/"
         if self.limiter is not None:
             self.limiter.acquire("GraphQL")
-        try:
-            response = open_url(
-                self.url, data=payload, headers=dict(request.headers.items()), method="POST", timeout=self.timeout
-            )
-            text = response.read()
-        except HTTPError as e:
-            text = e.read()
-        except (URLError, OSError) as e:
-            raise BackendError(f"the GraphQL API {self.url} is unreachable: {e}") from None
+        text = None
+        for attempt in range(2):
+            connection = self._connection()
+            try:
+                connection.request("POST", path, body=payload.encode(), headers=headers)
+                response = connection.getresponse()
+                text = response.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                # The server closed the kept-alive connection: once more on a new one.
+                self._drop_connection()
+                if attempt:
+                    raise BackendError(f"the GraphQL API {self.url} is unreachable: {e}") from None
+            except (http.client.HTTPException, OSError) as e:
+                self._drop_connection()
+                raise BackendError(f"the GraphQL API {self.url} is unreachable: {e}") from None
+        if response.getheader("Connection", "").lower() == "close":
+            self._drop_connection()
         try:
             return json.loads(text)
         except ValueError:
-            raise BackendError(f"the GraphQL API {self.url} did not answer JSON: {text[:300]!r}") from None
+            raise BackendError(
+                f"the GraphQL API {self.url} answered HTTP {response.status}, not JSON: {text[:300]!r}"
+            ) from None
 
     def revoke(self, device_id, timestamp, certificate_id=None):
         variables = dict(device_id=device_id, timestamp=timestamp, certificate_id=certificate_id)
@@ -601,6 +646,18 @@ class BackendWriter:
         if errors or not (answer.get("data") or {}).get("revokeDevice"):
             messages = "; ".join(str(error.get("message")) for error in errors) or "no device returned"
             raise BackendError(f"the GraphQL mutation revokeDevice failed: {messages}")
+
+
+# Listings for the whole run (O(pages)), instead of one request per device.
+
+
+@IoTErrorHandler.common_error_handler("list the thing groups")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=IOT_THROTTLING_CODES)
+def list_all_thing_group_names(client):
+    """Every thing group of the account and region, nested ones included (ListThingGroups)."""
+    paginator = client.get_paginator("list_thing_groups")
+    pages = paginator.paginate(PaginationConfig=dict(PageSize=LIST_PAGE_SIZE))
+    return [group["groupName"] for group in pages.build_full_result().get("thingGroups", [])]
 
 
 def now_text():
@@ -891,23 +948,46 @@ class Revocation:
         payload = dict(attributes={REVOKED_AT: result.revoked_at}, merge=True)
         self.write(result, "set_revoked_at", update_thing, self.iot, thing["thingName"], attributePayload=payload)
 
+    def read_things(self, names, pool):
+        """name -> the thing (thingName, attributes, thingTypeName) or None: one ListThings listing of the account
+        (paged, 250 a page), and DescribeThing for a name it does not hold (made since, or missing)."""
+        listed = {thing["thingName"]: thing for thing in list_things_with_attributes(self.iot)}
+        unlisted = [name for name in names if name not in listed]
+        described = dict(zip(unlisted, pool.map(lambda name: describe_thing(self.iot, name), unlisted), strict=True))
+        return {name: listed.get(name) or described.get(name) for name in names}
+
+    def read_groups(self, names, pool):
+        """name -> its static and dynamic thing groups: the members of every group (ListThingGroups, then
+        ListThingsInThingGroup per group, paged) when the account has no more groups than there are names,
+        else ListThingGroupsForThing per name."""
+        groups = list_all_thing_group_names(self.iot)
+        if len(groups) > len(names):
+            found = pool.map(lambda name: list_thing_group_names_for_thing(self.iot, name) or [], names)
+            return dict(zip(names, found, strict=True))
+        wanted = set(names)
+        membership = {name: [] for name in names}
+        members = pool.map(lambda group: list_thing_group_member_names(self.iot, group) or [], groups)
+        for group, things in zip(groups, members, strict=True):
+            for thing in wanted.intersection(things):
+                membership[thing].append(group)
+        return membership
+
     def run(self, names, max_workers):
         """Look every thing up, then revoke the existing ones; returns (DeviceResults in order, missing names).
 
-        Reading costs a few listings and cheap per-thing calls (DescribeThing 350/s, ListThingGroupsForThing
-        100/s); the 10/s APIs are only asked about devices that are not already revoked (see attached_things).
+        Reading costs a few listings (things, thing groups and their members, certificates, devices table);
+        the 10/s APIs are only asked about devices that are not already revoked (see attached_things).
         """
         with ThreadPoolExecutor(max_workers=max_workers) as pool:
             listed = pool.submit(list_certificate_summaries, self.iot)
-            things = list(pool.map(lambda name: describe_thing(self.iot, name), names))
-            missing = [name for name, thing in zip(names, things, strict=True) if thing is None]
+            things = self.read_things(names, pool)
+            missing = [name for name in names if things[name] is None]
             if missing and self.params["missing"] == "fail":
                 return None, missing
-            existing = [thing for thing in things if thing is not None]
+            existing = [things[name] for name in names if things[name] is not None]
             found = [thing["thingName"] for thing in existing]
-            groups = pool.map(lambda name: list_thing_group_names_for_thing(self.iot, name) or [], found)
-            self.thing_groups = dict(zip(found, groups, strict=True))
-            if self.devices_table:
+            self.thing_groups = self.read_groups(found, pool) if found else {}
+            if self.devices_table and found:
                 self.table_rows = get_device_rows(self.dynamodb, self.devices_table, found)
             summaries = listed.result()
             self.certificate_statuses = {c["certificateId"]: c["status"] for c in summaries}
