@@ -21,6 +21,8 @@ const RETRY_MS = 10000;
 const TICK_MS = 15000;
 const MAX_READINGS = 5000;
 const LIST_LENGTH = 10;
+// A registered device that has not connected yet has no status.
+const STATUS_LABELS = { unknown: 'not connected yet' };
 
 const $ = (id) => document.getElementById(id);
 
@@ -78,7 +80,7 @@ function renderCard(device, now) {
   card.setAttribute('role', 'button');
   card.setAttribute('aria-pressed', String(device.device_id === state.selected));
   const head = element('div', 'card-head');
-  const badge = element('span', `badge badge-${status}`, status);
+  const badge = element('span', `badge badge-${status}`, STATUS_LABELS[status] || status);
   badge.dataset.role = 'status';
   head.append(badge);
   card.append(head, element('h2', 'thing', device.device_id));
