@@ -37,6 +37,9 @@ description:
     certificate re-activated and re-attached by hand is revoked again. Trade-off - a C(REVOKED) or C(INACTIVE)
     certificate re-attached to a revoked thing by hand is only seen on the per-device path; it cannot connect, and
     it is seen as soon as it is re-activated.
+  - The devices to revoke have their certificates listed per device (C(ListThingPrincipals)); the policies attached
+    to them are read from every policy's targets (C(ListPolicies), C(ListTargetsForPolicy)) when the account has no
+    more policies than there are such devices, else per certificate (C(ListAttachedPolicies)).
   - The steps of the devices being revoked run in a thread pool, each API paced by its own token bucket, so they
     overlap - revoking N devices takes about N / 10 seconds (C(UpdateCertificate) and C(ListThingPrincipals) at
     10/s). The buckets start full and hold one second's worth of requests, as AWS's own buckets do.
@@ -133,10 +136,11 @@ options:
       - Requests per second per AWS API, over the defaults. The defaults are AWS's default quotas as the
         collection knows them - C(DeleteCertificate) 10, C(DeleteThing) 100, C(DescribeCertificate) 10,
         C(DescribeThing) 350, C(DescribeThingGroup) 100, C(DetachPolicy) 15, C(DetachThingPrincipal) 100,
-        C(ListCertificates) 10, C(ListPrincipalThings) 10, C(ListThingGroups) 10, C(ListThingGroupsForThing) 100,
-        C(ListThingPrincipals) 10, C(ListThings) 10, C(ListThingsInThingGroup) 25, C(UpdateCertificate) 10,
-        C(UpdateThing) 100 - and a cautious 10 for the APIs whose default quota it has not confirmed -
-        C(DeleteConnection), C(DescribeEndpoint), C(ListAttachedPolicies), C(UpdateThingGroupsForThing).
+        C(ListCertificates) 10, C(ListPrincipalThings) 10, C(ListTargetsForPolicy) 10, C(ListThingGroups) 10,
+        C(ListThingGroupsForThing) 100, C(ListThingPrincipals) 10, C(ListThings) 10, C(ListThingsInThingGroup) 25,
+        C(UpdateCertificate) 10, C(UpdateThing) 100 - and a cautious 10 for the APIs whose default quota it has not
+        confirmed - C(DeleteConnection), C(DescribeEndpoint), C(ListAttachedPolicies), C(ListPolicies),
+        C(UpdateThingGroupsForThing).
       - Revoking a device costs one C(UpdateCertificate) per certificate, so at the defaults about 10 devices a second.
       - Raise them when your account's quotas are higher; lower them when other clients share the quotas.
     type: dict
@@ -389,6 +393,7 @@ from ansible_collections.iotfleet.aws.plugins.module_utils.iot import detach_thi
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import iot_retry_decorator
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_attached_policy_names
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_certificate_summaries
+from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_policy_target_arns
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_principal_things
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing_group_member_names
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import list_thing_group_names_for_thing
@@ -419,11 +424,13 @@ CALLED_APIS = (
     "DetachThingPrincipal",
     "ListAttachedPolicies",
     "ListCertificates",
+    "ListPolicies",
     "ListPrincipalThings",
     "ListThingGroups",
     "ListThingGroupsForThing",
     "ListThingPrincipals",
     "ListThings",
+    "ListTargetsForPolicy",
     "ListThingsInThingGroup",
     "UpdateCertificate",
     "UpdateThing",
@@ -660,6 +667,15 @@ def list_all_thing_group_names(client):
     return [group["groupName"] for group in pages.build_full_result().get("thingGroups", [])]
 
 
+@IoTErrorHandler.common_error_handler("list the IoT policies")
+@AWSRetry.jittered_backoff(catch_extra_error_codes=IOT_THROTTLING_CODES)
+def list_policy_names(client):
+    """Every IoT policy of the account and region (ListPolicies)."""
+    paginator = client.get_paginator("list_policies")
+    pages = paginator.paginate(PaginationConfig=dict(PageSize=LIST_PAGE_SIZE))
+    return [policy["policyName"] for policy in pages.build_full_result().get("policies", [])]
+
+
 def now_text():
     return datetime.now(UTC).strftime(REVOKED_AT_FORMAT)
 
@@ -697,6 +713,8 @@ class Revocation:
         self.table_rows = {}
         self.certificate_statuses = {}
         self.thing_groups = {}
+        # certificate ARN -> policy names, when the run listed every policy's targets (read_policies).
+        self.certificate_policies = None
         self._dynamic_groups = {}
         self._groups_lock = threading.Lock()
 
@@ -824,7 +842,10 @@ class Revocation:
         result.devices_table_status = "revoked" if has_row else None
         session_error = self.drop_session(name, result)
         for cert in certificates:
-            cert.policies = sorted(list_attached_policy_names(self.iot, cert.certificate_arn))
+            if self.certificate_policies is not None:
+                cert.policies = sorted(self.certificate_policies.get(cert.certificate_arn, []))
+            else:
+                cert.policies = sorted(list_attached_policy_names(self.iot, cert.certificate_arn))
         result.before = self.view(certificates, groups, attributes.get(REVOKED_AT), table_status, before=True)
         self.detach(name, certificates, result)
         if not self.params["delete"]:
@@ -972,6 +993,20 @@ class Revocation:
                 membership[thing].append(group)
         return membership
 
+    def read_policies(self, devices, pool):
+        """The policies of every certificate at once (ListPolicies, then ListTargetsForPolicy per policy, paged) when
+        the account has no more policies than there are devices to revoke; otherwise each certificate's own
+        ListAttachedPolicies is asked later."""
+        policies = list_policy_names(self.iot)
+        if len(policies) > devices:
+            return
+        attached = {}
+        targets = pool.map(lambda policy: list_policy_target_arns(self.iot, policy) or [], policies)
+        for policy, arns in zip(policies, targets, strict=True):
+            for arn in arns:
+                attached.setdefault(arn, []).append(policy)
+        self.certificate_policies = attached
+
     def run(self, names, max_workers):
         """Look every thing up, then revoke the existing ones; returns (DeviceResults in order, missing names).
 
@@ -996,6 +1031,8 @@ class Revocation:
             attached = self.attached_things([thing["thingName"] for thing in candidates], pool)
             settled = {thing["thingName"] for thing in candidates if thing["thingName"] not in attached}
             pending = [thing for thing in existing if thing["thingName"] not in settled]
+            if pending:
+                self.read_policies(len(pending), pool)
             results = {thing["thingName"]: self.settled(thing) for thing in existing if thing["thingName"] in settled}
             results.update(zip((thing["thingName"] for thing in pending), pool.map(self.revoke, pending), strict=True))
         return [results.get(name) or DeviceResult(name, missing=True) for name in names], missing

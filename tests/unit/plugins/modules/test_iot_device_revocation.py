@@ -607,7 +607,7 @@ def test_a_hundred_devices_in_one_call(fleet, revoke, calls, sessions):
 
     assert result["summary"]["newly_revoked"] == 100 and result["summary"]["failed"] == 0
     one_per_device = (
-        "ListThingPrincipals ListAttachedPolicies "
+        "ListThingPrincipals "
         "UpdateCertificate DeleteConnection DetachPolicy DetachThingPrincipal ListPrincipalThings "
         "UpdateThingGroupsForThing UpdateThing"
     ).split()
@@ -616,7 +616,9 @@ def test_a_hundred_devices_in_one_call(fleet, revoke, calls, sessions):
     expected["DescribeThingGroup"] = 2
     # Listings instead of a request per device: the things (DescribeThing each), their groups (3 groups:
     # ListThingGroupsForThing each), every certificate's status (DescribeCertificate each).
+    # the policies of the certificates (one policy: ListAttachedPolicies each).
     expected.update(ListThings=1, ListThingGroups=1, ListThingsInThingGroup=3, ListCertificates=1)
+    expected.update(ListPolicies=1, ListTargetsForPolicy=1)
     assert result["summary"]["api_calls"] == dict(sorted(expected.items()))
     assert {api: calls[api] for api in expected} == expected
     assert sum(1 for d in result["devices"] if "drop_session" in d["steps"]) == 50
@@ -851,3 +853,30 @@ def test_backend_writer_signs_each_mutation_and_keeps_its_connection():
         for _path, auth, _port, _vars in seen
     )
     assert len({port for _path, _auth, port, _vars in seen}) == 1  # one connection for the three requests
+
+
+def test_more_policies_than_devices_are_read_per_certificate(fleet, revoke, calls):
+    name = thing_name(1)
+    (cert,) = provision(fleet, name)
+    extra = "iotfleet_other_policy"
+    fleet.create_policy(policyName=extra, policyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))
+    fleet.attach_policy(policyName=extra, target=certificate(fleet, cert)["certificateArn"])
+
+    device = revoke([name])["devices"][0]
+
+    assert calls["ListAttachedPolicies"] == 1 and "ListTargetsForPolicy" not in calls
+    assert {f"detach_policy {POLICY} {cert}", f"detach_policy {extra} {cert}"} <= set(device["steps"])
+    assert_revoked(fleet, name, [cert])
+
+
+def test_policies_are_read_from_their_targets_for_many_devices(fleet, revoke, calls):
+    names = [thing_name(1), thing_name(2)]
+    certs = [provision(fleet, name)[0] for name in names]
+
+    result = revoke(names)
+
+    assert calls["ListTargetsForPolicy"] == 1 and "ListAttachedPolicies" not in calls
+    for device, cert in zip(result["devices"], certs, strict=True):
+        assert f"detach_policy {POLICY} {cert}" in device["steps"]
+    for name, cert in zip(names, certs, strict=True):
+        assert_revoked(fleet, name, [cert])
