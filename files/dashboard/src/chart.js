@@ -4,6 +4,7 @@
 import { axisTicks, downsample, formatNumber } from './logic.js';
 
 const COLORS = { temperature: '#e0455f', humidity: '#2f9e6e' };
+const MARKERS_UP_TO = 60;
 
 function timeLabel(ms, span) {
   const d = new Date(ms);
@@ -59,6 +60,15 @@ export function chartSvg(readings, { from, to, width = 640, height = 260, maxPoi
     const h = seriesPoints(points, 'humidity', { ...frame, min: humidity.min, max: humidity.max });
     parts.push(`<polyline class="series temperature" fill="none" stroke="${COLORS.temperature}" stroke-width="2" points="${t}"/>`);
     parts.push(`<polyline class="series humidity" fill="none" stroke="${COLORS.humidity}" stroke-width="2" points="${h}"/>`);
+    // Few readings (a device that just started): dots too, so that each one is visible.
+    if (points.length <= MARKERS_UP_TO) {
+      for (const [key, coords] of [['temperature', t], ['humidity', h]]) {
+        for (const xy of coords.split(' ')) {
+          const [x, y] = xy.split(',');
+          parts.push(`<circle class="dot ${key}" cx="${x}" cy="${y}" r="3" fill="${COLORS[key]}"/>`);
+        }
+      }
+    }
   }
   parts.push('</svg>');
   return parts.join('');

@@ -21,6 +21,7 @@ const RETRY_MS = 10000;
 const TICK_MS = 15000;
 const MAX_READINGS = 5000;
 const LIST_LENGTH = 10;
+const RENDER_MS = 100;
 // A registered device that has not connected yet has no status.
 const STATUS_LABELS = { unknown: 'not connected yet' };
 
@@ -116,10 +117,27 @@ function renderCard(device, now) {
 
 function renderDevices() {
   const now = Date.now();
+  const focused = document.activeElement && document.activeElement.dataset.deviceId;
   $('loading').hidden = state.loaded;
   $('empty').hidden = !state.loaded || state.devices.length > 0;
   $('devices').replaceChildren(...state.devices.map((device) => renderCard(device, now)));
   $('detail').hidden = !state.selected;
+  if (focused) {
+    const card = [...$('devices').children].find((c) => c.dataset.deviceId === focused);
+    if (card) card.focus();
+  }
+}
+
+// Live events arrive in bursts with a large fleet: draw at most every RENDER_MS.
+let renderPending = false;
+function scheduleRender() {
+  if (renderPending) return;
+  renderPending = true;
+  setTimeout(() => {
+    renderPending = false;
+    renderDevices();
+    renderDetail();
+  }, RENDER_MS);
 }
 
 function renderDetail() {
@@ -220,12 +238,11 @@ function onTelemetry(data) {
   if (!isReading(reading)) return;
   if (!state.devices.some((d) => d.device_id === reading.device_id)) return;
   state.latest.set(reading.device_id, newerReading(state.latest.get(reading.device_id), reading));
-  renderDevices();
   if (reading.device_id === state.selected) {
     const { from } = rangeBounds(state.range, Date.now());
     state.readings = mergeReadings(state.readings, [reading], { from, maxItems: MAX_READINGS });
-    renderDetail();
   }
+  scheduleRender();
 }
 
 function onDevice(data) {
@@ -233,8 +250,8 @@ function onDevice(data) {
   if (!update) return;
   state.devices = applyDeviceUpdate(state.devices, update);
   if (!state.selected) state.selected = update.device_id;
-  renderDevices();
-  renderDetail();
+  state.loaded = true;
+  scheduleRender();
 }
 
 function tick() {

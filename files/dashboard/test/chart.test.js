@@ -17,5 +17,8 @@ test('chartSvg draws both series, or none without readings', () => {
   const svg = chartSvg(readings, { from: 0, to: 4000 });
   assert.match(svg, /<polyline class="series temperature"[^>]* points="[\d., ]+"/);
   assert.match(svg, /<polyline class="series humidity"/);
+  assert.equal(svg.match(/<circle class="dot temperature"/g).length, 3, 'few readings get a dot each');
   assert.doesNotMatch(chartSvg([], { from: 0, to: 4000 }), /polyline/);
+  const many = Array.from({ length: 100 }, (_, i) => ({ device_id: 'A', timestamp: i, temperature: 20, humidity: 40 }));
+  assert.doesNotMatch(chartSvg(many, { from: 0, to: 100 }), /<circle/);
 });
