@@ -217,6 +217,33 @@ def test_a_malformed_reading_is_rejected_logged_and_not_stored(stack):
     assert len(stored_rows(stack, thing)) == rows_before
 
 
+def test_devices_up_runs_every_flashed_board_and_the_summary_shows_their_readings(stack):
+    """What `make demo` does after site.yml: `sandbox devices up`, then `sandbox summary`."""
+    up = stack.sandbox("devices", "up")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        for key, board in stack.boards.items():
+            assert f"{board.name} as {stack.things[key]}" in up.stdout
+        line = wait_until(
+            lambda: (text := stack.sandbox("devices", "status").stdout).count(" connected,") == 2 and text,
+            what="both devices connected",
+        )
+        assert line.startswith(f"devices running (pid {devices.running_pid(stack.settings)})")
+        summary = stack.sandbox("summary")
+    finally:
+        down = stack.sandbox("devices", "down")
+
+    assert summary.returncode == 0, summary.stdout + summary.stderr
+    assert "telemetryByDevice(device_id: $device_id, limit: 1)" in summary.stdout
+    latest = summary.stdout.split("Latest readings", 1)[1].splitlines()
+    for thing in stack.things.values():
+        (row,) = [row for row in latest if row.strip().startswith(thing)]
+        assert row.split()[1] == "connected" and "°C" in row and "%RH" in row, row
+    assert "devices stopped" in down.stdout
+    assert devices.running_pid(stack.settings) is None
+    assert not devices.files_dir(stack.settings).exists()
+
+
 def test_a_revoked_device_is_dropped_and_refused_while_b_keeps_reporting(stack):
     thing_a, thing_b = stack.things["A"], stack.things["B"]
     sensor_b = Sensor(marker())
