@@ -526,7 +526,7 @@ def serve(settings: Settings, boards: list[VirtualBoard], pid_path: Path) -> int
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.devices", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sandbox.devices", description=__doc__.split("\n\n", maxsplit=1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="the runner process (started by `python -m sandbox devices up`)")
     run.add_argument("--state-dir", required=True)
