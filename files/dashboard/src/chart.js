@@ -1,7 +1,7 @@
 // A small SVG line chart: temperature (left axis, °C) and humidity (right axis, %RH) over time.
 // Returns markup built from numbers only (no text from the API), so it is safe for innerHTML.
 
-import { axisTicks, downsample, formatNumber } from './logic.js';
+import { axisTicks, downsample, formatNumber, tickDigits } from './logic.js';
 
 const COLORS = { temperature: '#e0455f', humidity: '#2f9e6e' };
 const MARKERS_UP_TO = 60;
@@ -40,11 +40,11 @@ export function chartSvg(readings, { from, to, width = 640, height = 260, maxPoi
   for (const tick of temperature.ticks) {
     const y = box.y1 - ((tick - temperature.min) / (temperature.max - temperature.min || 1)) * (box.y1 - box.y0);
     parts.push(`<line class="grid" x1="${box.x0}" x2="${box.x1}" y1="${y.toFixed(1)}" y2="${y.toFixed(1)}"/>`);
-    parts.push(`<text class="axis t" x="${box.x0 - 6}" y="${(y + 4).toFixed(1)}" text-anchor="end">${formatNumber(tick, 1)}</text>`);
+    parts.push(`<text class="axis t" x="${box.x0 - 6}" y="${(y + 4).toFixed(1)}" text-anchor="end">${formatNumber(tick, tickDigits(temperature.step))}</text>`);
   }
   for (const tick of humidity.ticks) {
     const y = box.y1 - ((tick - humidity.min) / (humidity.max - humidity.min || 1)) * (box.y1 - box.y0);
-    parts.push(`<text class="axis h" x="${box.x1 + 6}" y="${(y + 4).toFixed(1)}">${formatNumber(tick, 0)}</text>`);
+    parts.push(`<text class="axis h" x="${box.x1 + 6}" y="${(y + 4).toFixed(1)}">${formatNumber(tick, tickDigits(humidity.step))}</text>`);
   }
   for (let i = 0; i <= 4; i += 1) {
     const t = start + ((end - start) * i) / 4;

@@ -146,9 +146,18 @@ export function downsample(readings, maxPoints) {
 }
 
 // Nice axis bounds and ticks for values (min/max padded, at least `minSpan` wide).
+
+// Decimals that show every tick of a step exactly (2.5 -> 1, 0.25 -> 2, 5 -> 0).
+export function tickDigits(step) {
+  for (let digits = 0; digits < 6; digits += 1) {
+    if (Math.abs(Math.round(step * 10 ** digits) - step * 10 ** digits) < 1e-9) return digits;
+  }
+  return 6;
+}
+
 export function axisTicks(values, { count = 5, minSpan = 1 } = {}) {
   const finite = values.filter(Number.isFinite);
-  if (finite.length === 0) return { min: 0, max: 1, ticks: [0, 1] };
+  if (finite.length === 0) return { min: 0, max: 1, ticks: [0, 1], step: 1 };
   let min = Math.min(...finite);
   let max = Math.max(...finite);
   if (max - min < minSpan) {
@@ -165,7 +174,7 @@ export function axisTicks(values, { count = 5, minSpan = 1 } = {}) {
   for (let value = low; value <= high + step / 1000; value += step) {
     ticks.push(Number(value.toFixed(6)));
   }
-  return { min: low, max: high, ticks };
+  return { min: low, max: high, ticks, step };
 }
 
 export function formatNumber(value, digits = 1) {

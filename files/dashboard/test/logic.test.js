@@ -5,6 +5,7 @@ import {
   RANGES,
   applyDeviceUpdate,
   axisTicks,
+  tickDigits,
   downsample,
   fetchAllPages,
   formatAge,
@@ -134,6 +135,10 @@ test('axisTicks covers the values with round steps', () => {
   assert.deepEqual(axis.ticks, [21, 22, 23, 24, 25]);
   const flat = axisTicks([20, 20], { minSpan: 2 });
   assert.ok(flat.min <= 19 && flat.max >= 21);
+});
+
+test('tickDigits shows each step exactly', () => {
+  assert.deepEqual([5, 2.5, 0.25, 1, 0.1].map(tickDigits), [0, 1, 2, 0, 1]);
 });
 
 test('formatAge', () => {
