@@ -713,6 +713,10 @@ class Revocation:
         self.table_rows = {}
         self.certificate_statuses = {}
         self.thing_groups = {}
+        # Called on the main thread when there is something to revoke: the iot-data client and the BackendWriter
+        # (or None: then the table is written directly).
+        self.data_factory = None
+        self.backend_factory = None
         # certificate ARN -> policy names, when the run listed every policy's targets (read_policies).
         self.certificate_policies = None
         self._dynamic_groups = {}
@@ -993,6 +997,14 @@ class Revocation:
                 membership[thing].append(group)
         return membership
 
+    def make_clients(self, pending):
+        if self.data is None and self.data_factory is not None:
+            self.data = self.data_factory()
+        rows = [self.table_rows.get(thing["thingName"]) for thing in pending]
+        if self.backend is None and self.backend_factory is not None:
+            if any(row is not None and row.get("status") != "revoked" for row in rows):
+                self.backend = self.backend_factory()
+
     def read_policies(self, devices, pool):
         """The policies of every certificate at once (ListPolicies, then ListTargetsForPolicy per policy, paged) when
         the account has no more policies than there are devices to revoke; otherwise each certificate's own
@@ -1033,6 +1045,7 @@ class Revocation:
             pending = [thing for thing in existing if thing["thingName"] not in settled]
             if pending:
                 self.read_policies(len(pending), pool)
+                self.make_clients(pending)
             results = {thing["thingName"]: self.settled(thing) for thing in existing if thing["thingName"] in settled}
             results.update(zip((thing["thingName"] for thing in pending), pool.map(self.revoke, pending), strict=True))
         return [results.get(name) or DeviceResult(name, missing=True) for name in names], missing
@@ -1188,14 +1201,18 @@ def main():
     started = time.monotonic()
     try:
         table = check_setup(module, iot, dynamodb)
-        backend = backend_writer(module, limiter) if table and params["devices_api"] else None
-        data = None
-        if params["drop_sessions"] and not module.check_mode:
+
+        # Made only when a device is to be revoked (not on a no-change re-run), on this thread.
+        def make_data():
             data = data_plane_client(module, iot, config)
             limiter.install(data, service=DATA_PLANE_EVENT_SERVICE)
-        revocation = Revocation(
-            iot, params, module.check_mode, data=data, dynamodb=dynamodb, devices_table=table, backend=backend
-        )
+            return data
+
+        revocation = Revocation(iot, params, module.check_mode, dynamodb=dynamodb, devices_table=table)
+        if params["drop_sessions"] and not module.check_mode:
+            revocation.data_factory = make_data
+        if table and params["devices_api"] and not module.check_mode:
+            revocation.backend_factory = lambda: backend_writer(module, limiter)
         results, missing = revocation.run(names, params["max_workers"])
     except AnsibleAWSError as e:
         module.fail_json_aws_error(e)
