@@ -371,9 +371,6 @@ from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
-from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import AnsibleAppSyncError
-from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import appsync_client
-from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import list_graphql_apis
 from ansible_collections.iotfleet.aws.plugins.module_utils.dynamodb import DynamoDBErrorHandler
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import GROUP_NAME_RE
 from ansible_collections.iotfleet.aws.plugins.module_utils.iot import IOT_THROTTLING_CODES
@@ -1120,6 +1117,12 @@ def data_plane_client(module, iot, config):
 
 def backend_writer(module, limiter):
     """The revokeDevice mutation of the API named devices_api, or None (a direct write) when there is no such API."""
+    # Imported here: module_utils.appsync brings ansible's urls (and cryptography) along, 0.1-0.2 s of start-up
+    # that a run without a table row to write does not need.
+    from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import AnsibleAppSyncError
+    from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import appsync_client
+    from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import list_graphql_apis
+
     name = module.params["devices_api"]
     try:
         matches = [api for api in list_graphql_apis(appsync_client(module)) if api["name"] == name]
