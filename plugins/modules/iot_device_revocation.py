@@ -13,13 +13,14 @@ description:
   - For every thing in O(things), in one call, takes the device's trust away - in this order
   - 1. every certificate attached to the thing is set to O(certificate_status) (C(REVOKED) by default).
     A C(REVOKED) certificate stays C(REVOKED); no certificate is ever made C(ACTIVE) again.
-  - 2. with O(devices_table), the device's row in the devices table gets C(status=revoked) (before its
+  - 2. with O(devices_table), the device's row in the devices table gets C(status=revoked) (with O(devices_api),
+    through the backend's GraphQL mutation C(revokeDevice)) (before its
     session is dropped, so that the disconnection it causes is not reported as an ordinary one).
   - 3. with O(drop_sessions), the device's live MQTT session (client id = thing name) is closed and
     its persistent session discarded (iot-data C(DeleteConnection)). No live session is fine.
-  - 4. every IoT policy is detached from those certificates, then the thing is detached from them,
-    and the module waits until AWS has finished detaching (it detaches asynchronously).
-  - 5. the thing is added to O(quarantine_group) and removed from its other static thing groups.
+  - 4. every IoT policy is detached from those certificates, then the thing is detached from them.
+  - 5. the thing is added to O(quarantine_group) and removed from its other static thing groups; then the
+    module waits until AWS has finished detaching the thing from its certificates (it detaches asynchronously).
   - 6. last, once everything else succeeded, its attribute C(revoked_at) records when it was revoked
     (ISO 8601, UTC, for example C(2025-01-31T12:00:00Z)). It is written once per revocation, not on every run.
   - With O(delete=true), steps 5 and 6 are replaced by deleting the certificates, then the thing.
