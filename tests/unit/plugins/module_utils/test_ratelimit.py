@@ -195,3 +195,24 @@ def test_merge_rate_limits_overrides_and_names_bad_entries():
         merge_rate_limits(defaults, {"CreateThing": 5})
     with pytest.raises(ValueError, match=r"^rate_limits.DetachPolicy: 0 is not a positive number"):
         merge_rate_limits(defaults, {"DetachPolicy": 0})
+
+
+def test_burst_seconds_start_full_with_one_seconds_worth_then_pace(clock):
+    """Like AWS's own buckets: a second's worth at once, then the rate (100 at 10/s: 9 s, not 9.9 s)."""
+    rates = {"UpdateCertificate": 10, "DescribeThing": 350}
+    limiter = RateLimiter(rates, clock=clock, sleep=clock.sleep, burst_seconds=1)
+    start = clock.now
+
+    waits = [limiter.acquire("UpdateCertificate") for _turn in range(100)]
+
+    assert waits[:10] == [0.0] * 10
+    assert waits[10:] == pytest.approx([0.1] * 90)
+    assert clock.now - start == pytest.approx(9.0)
+    assert [limiter.acquire("DescribeThing") for _turn in range(350)] == [0.0] * 350
+    assert limiter.acquire("DescribeThing") > 0
+
+
+def test_without_burst_seconds_a_bucket_holds_one_token(clock):
+    limiter = RateLimiter({"UpdateCertificate": 10}, clock=clock, sleep=clock.sleep)
+
+    assert [limiter.acquire("UpdateCertificate") for _turn in range(3)] == pytest.approx([0.0, 0.1, 0.1])
