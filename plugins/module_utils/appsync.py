@@ -429,6 +429,19 @@ def delete_api_key(client, api_id, key_id):
 # GraphQL operations against a deployed API, signed like any AWS call (IAM auth).
 
 
+def signing_credentials(module):
+    """(region, frozen credentials) of the module's AWS connection options for SigV4; credentials None if none."""
+    region, _endpoint, connection = get_aws_connection_info(module)
+    session = boto3.session.Session(
+        profile_name=connection.get("profile_name"),
+        aws_access_key_id=connection.get("aws_access_key_id"),
+        aws_secret_access_key=connection.get("aws_secret_access_key"),
+        aws_session_token=connection.get("aws_session_token"),
+    )
+    credentials = session.get_credentials()
+    return region, credentials.get_frozen_credentials() if credentials is not None else None
+
+
 def signed_graphql_request(module, url, document, variables, operation_name=None):
     """POST one GraphQL operation to `url`, signed with SigV4 by the module's AWS credentials.
 
@@ -439,18 +452,11 @@ def signed_graphql_request(module, url, document, variables, operation_name=None
     if operation_name:
         body["operationName"] = operation_name
     payload = json.dumps(body)
-    region, _endpoint, connection = get_aws_connection_info(module)
-    session = boto3.session.Session(
-        profile_name=connection.get("profile_name"),
-        aws_access_key_id=connection.get("aws_access_key_id"),
-        aws_secret_access_key=connection.get("aws_secret_access_key"),
-        aws_session_token=connection.get("aws_session_token"),
-    )
-    credentials = session.get_credentials()
+    region, credentials = signing_credentials(module)
     if credentials is None:
         raise ValueError("no AWS credentials found to sign the GraphQL request; set a profile or access keys")
     request = AWSRequest(method="POST", url=url, data=payload, headers={"Content-Type": "application/json"})
-    SigV4Auth(credentials.get_frozen_credentials(), "appsync", region).add_auth(request)
+    SigV4Auth(credentials, "appsync", region).add_auth(request)
     try:
         response = open_url(url, data=payload, headers=dict(request.headers.items()), method="POST", timeout=30)
         text = response.read()

@@ -362,7 +362,6 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 try:
-    import boto3
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 except ImportError:
@@ -1123,6 +1122,7 @@ def backend_writer(module, limiter):
     from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import AnsibleAppSyncError
     from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import appsync_client
     from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import list_graphql_apis
+    from ansible_collections.iotfleet.aws.plugins.module_utils.appsync import signing_credentials
 
     name = module.params["devices_api"]
     try:
@@ -1137,17 +1137,10 @@ def backend_writer(module, limiter):
         return None
     if len(matches) > 1:
         module.fail_json(msg=f"devices_api: {len(matches)} AppSync APIs are named {name!r}; nothing was changed.")
-    region, _endpoint, connection = get_aws_connection_info(module)
-    session = boto3.session.Session(
-        profile_name=connection.get("profile_name"),
-        aws_access_key_id=connection.get("aws_access_key_id"),
-        aws_secret_access_key=connection.get("aws_secret_access_key"),
-        aws_session_token=connection.get("aws_session_token"),
-    )
-    credentials = session.get_credentials()
+    region, credentials = signing_credentials(module)
     if credentials is None:
         module.fail_json(msg="devices_api: no AWS credentials to sign the GraphQL requests with; nothing was changed.")
-    return BackendWriter(matches[0]["uris"]["GRAPHQL"], region, credentials.get_frozen_credentials(), limiter)
+    return BackendWriter(matches[0]["uris"]["GRAPHQL"], region, credentials, limiter)
 
 
 def missing_message(missing):
