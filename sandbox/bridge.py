@@ -35,7 +35,6 @@ import os
 import queue
 import signal
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -51,7 +50,6 @@ from pathlib import Path
 from sandbox import procs
 from sandbox import rules_sql
 from sandbox import shadow as shadow_mod
-from sandbox.settings import ROOT
 from sandbox.settings import Settings
 
 LOG = logging.getLogger("sandbox.bridge")
@@ -664,24 +662,8 @@ def status_file(settings: Settings) -> Path:
     return settings.state_dir / "bridge.json"
 
 
-def _cmdline(pid: int) -> list[bytes]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return []
-
-
 def running_pid(settings: Settings) -> int | None:
-    try:
-        pid = int(pid_file(settings).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not procs.is_alive(pid):
-        return None
-    args = _cmdline(pid)
-    if b"sandbox.bridge" not in args or str(settings.state_dir).encode() not in args:
-        return None
-    return pid
+    return procs.running_pid(pid_file(settings), "sandbox.bridge", str(settings.state_dir), unreadable=False)
 
 
 def read_status(settings: Settings) -> dict | None:
@@ -723,41 +705,29 @@ def up(settings: Settings) -> int:
     if broker.running_pid(settings) is None:
         print("rules bridge not started: the MQTT broker is not running")
         return 0
-    with open(log_file(settings), "ab") as log:
-        log.write(f"--- {datetime.now(UTC).isoformat()} starting\n".encode())
-        log.flush()
-        process = subprocess.Popen(  # pylint: disable=consider-using-with
-            command(settings),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    pid_file(settings).write_text(f"{process.pid}\n")
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pid_file(settings).unlink(missing_ok=True)
-            print(
-                f"rules bridge failed to start (exit {process.returncode}); see {log_file(settings)}", file=sys.stderr
-            )
-            return 1
-        status = read_status(settings)
-        if status and status.get("pid") == process.pid and status.get("connected"):
-            print(f"rules bridge started (pid {process.pid}), {len(status['rules'])} rule(s)")
-            return 0
-        time.sleep(0.2)
+    process = procs.spawn(command(settings), log_file(settings), pid_file(settings))
+    status = {}
+
+    def connected() -> bool:
+        status.clear()
+        status.update(read_status(settings) or {})
+        return status.get("pid") == process.pid and bool(status.get("connected"))
+
+    if procs.wait_ready(process, connected, START_TIMEOUT):
+        print(f"rules bridge started (pid {process.pid}), {len(status['rules'])} rule(s)")
+        return 0
+    if process.returncode is not None:
+        pid_file(settings).unlink(missing_ok=True)
+        print(f"rules bridge failed to start (exit {process.returncode}); see {log_file(settings)}", file=sys.stderr)
+        return 1
     print(f"rules bridge started (pid {process.pid}) but not connected to the broker yet; see {log_file(settings)}")
     return 0
 
 
 def down(settings: Settings) -> None:
     pid = running_pid(settings)
-    if pid is not None:
-        procs.stop(pid)
+    if procs.take_down(pid_file(settings), pid):
         print(f"rules bridge stopped (pid {pid})")
-    pid_file(settings).unlink(missing_ok=True)
 
 
 def status_line(settings: Settings) -> str:

@@ -298,27 +298,13 @@ def write_config(settings: Settings, plugin: Path) -> Path:
 # ---------------------------------------------------------------- process
 
 
-def _read_pid(settings: Settings) -> int | None:
-    try:
-        return int(pid_file(settings).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def is_broker_process(pid: int, settings: Settings) -> bool:
     """True if `pid` is our mosquitto with this state dir's configuration (a stale pid file may name another)."""
-    if not procs.is_alive(pid):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True
-    return str(conf_file(settings)).encode() in args
+    return procs.is_ours(pid, str(conf_file(settings)))
 
 
 def running_pid(settings: Settings) -> int | None:
-    pid = _read_pid(settings)
-    return pid if pid is not None and is_broker_process(pid, settings) else None
+    return procs.running_pid(pid_file(settings), str(conf_file(settings)))
 
 
 def _mqtt_string(text: str) -> bytes:
@@ -355,45 +341,21 @@ def _stop(pid: int) -> None:
     procs.stop(pid, timeout=STOP_TIMEOUT, poll=0.05)
 
 
-def _log_line(settings: Settings, text: str) -> None:
-    with open(log_file(settings), "a", encoding="utf-8") as log:
-        log.write(f"--- {datetime.now(UTC).isoformat()} {text}\n")
-
-
-def _tail(settings: Settings, lines: int = 30) -> str:
-    try:
-        return "\n".join(log_file(settings).read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
 def _start(settings: Settings, binary: str) -> int:
     plugin = ensure_plugin()
     conf = write_config(settings, plugin)
     if not acl_file(broker_dir(settings)).exists():
         # Until the moto server writes the registry's rules, nobody but the service client gets in.
         policy_acl.write_state(acl_file(broker_dir(settings)), policy_acl.format_state(policy_acl.NO_REGISTRY, []))
-    _log_line(settings, f"starting on mqtts://{settings.host}:{settings.mqtt_port}")
-    with open(log_file(settings), "ab") as log:
-        process = subprocess.Popen(  # pylint: disable=consider-using-with
-            [binary, "-c", str(conf)],
-            cwd=broker_dir(settings),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    pid_file(settings).write_text(f"{process.pid}\n")
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pid_file(settings).unlink(missing_ok=True)
-            raise RuntimeError(f"mosquitto exited with code {process.returncode}")
-        if tls_handshake(settings, timeout=1.0):
-            return process.pid
-        time.sleep(0.1)
-    _stop(process.pid)
-    pid_file(settings).unlink(missing_ok=True)
+    note = f"starting on mqtts://{settings.host}:{settings.mqtt_port}"
+    command = [binary, "-c", str(conf)]
+    process = procs.spawn(command, log_file(settings), pid_file(settings), note, cwd=broker_dir(settings))
+    if procs.wait_ready(process, lambda: tls_handshake(settings, timeout=1.0), START_TIMEOUT, poll=0.1):
+        return process.pid
+    if process.returncode is not None:
+        pid_file(settings).unlink(missing_ok=True)
+        raise RuntimeError(f"mosquitto exited with code {process.returncode}")
+    procs.take_down(pid_file(settings), process.pid, _stop)
     raise RuntimeError(
         f"mosquitto did not accept TLS on {settings.host}:{settings.mqtt_port} within {START_TIMEOUT:.0f} s"
     )
@@ -419,8 +381,9 @@ def up(settings: Settings) -> int:
     try:
         pid = _start(settings, binary)
     except (RuntimeError, OSError) as exc:
+        tail = procs.log_tail(log_file(settings))
         print(
-            f"mqtt broker failed to start: {exc}\n--- last lines of {log_file(settings)}:\n{_tail(settings)}",
+            f"mqtt broker failed to start: {exc}\n--- last lines of {log_file(settings)}:\n{tail}",
             file=sys.stderr,
         )
         return 1
@@ -432,13 +395,11 @@ def up(settings: Settings) -> int:
 
 
 def down(settings: Settings) -> None:
-    pid = _read_pid(settings)
+    pid = procs.read_pid(pid_file(settings))
     if pid is None:
         return
-    if is_broker_process(pid, settings):
-        _stop(pid)
+    if procs.take_down(pid_file(settings), pid if is_broker_process(pid, settings) else None, _stop):
         print(f"mqtt broker stopped (pid {pid})")
-    pid_file(settings).unlink(missing_ok=True)
 
 
 def status_line(settings: Settings) -> str:

@@ -4,25 +4,19 @@ import contextlib
 import fcntl
 import json
 import os
-import subprocess
 import sys
-import time
 import urllib.request
-from datetime import UTC
-from datetime import datetime
-from pathlib import Path
 
 from sandbox import bridge
 from sandbox import broker
 from sandbox import discord
 from sandbox import esp32_boards
+from sandbox import procs
 from sandbox import simulator
 from sandbox.ca import ensure_ca
 from sandbox.procs import is_alive  # noqa: F401 (also used as control.is_alive)
-from sandbox.procs import stop
 from sandbox.settings import CA_DIR_ENV
 from sandbox.settings import HEALTH_PATH
-from sandbox.settings import ROOT
 from sandbox.settings import Settings
 
 START_TIMEOUT = 20.0
@@ -45,21 +39,12 @@ def locked(settings: Settings):
 
 
 def read_pid(settings: Settings) -> int | None:
-    try:
-        return int(settings.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
+    return procs.read_pid(settings.pid_file)
 
 
 def is_sandbox_process(pid: int, settings: Settings) -> bool:
     """True if `pid` is our server on this port: a stale pid file may name someone else's process now."""
-    if not is_alive(pid):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # no /proc (not Linux): trust the pid file
-    return b"sandbox.server" in args and str(settings.port).encode() in args
+    return procs.is_ours(pid, "sandbox.server", str(settings.port))  # no /proc (not Linux): trust the pid file
 
 
 def health(settings: Settings, timeout: float = 1.0) -> dict | None:
@@ -82,14 +67,11 @@ def is_healthy(settings: Settings, pid: int) -> bool:
 
 
 def log_tail(settings: Settings, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "\n".join(settings.log_file.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
+    return procs.log_tail(settings.log_file, lines)
 
 
 def _stop(pid: int) -> None:
-    stop(pid, STOP_TIMEOUT)
+    procs.stop(pid, STOP_TIMEOUT)
 
 
 def _start(settings: Settings) -> int:
@@ -100,29 +82,13 @@ def _start(settings: Settings) -> int:
     command = [sys.executable, "-m", "sandbox.server", "--host", settings.host, "--port", str(settings.port)]
     command += ["--appsync-port", str(settings.appsync_port)]
     command += ["--hosting-port", str(settings.hosting_port)]
-    with open(settings.log_file, "ab") as log:
-        log.write(f"--- {datetime.now(UTC).isoformat()} starting on {settings.endpoint}\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # survive the shell that ran `up`, and its Ctrl-C
-        )
-    settings.pid_file.write_text(f"{process.pid}\n")
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            settings.pid_file.unlink(missing_ok=True)
-            raise RuntimeError(f"the server exited with code {process.returncode}")
-        if is_healthy(settings, process.pid):
-            return process.pid
-        time.sleep(0.2)
-    _stop(process.pid)
-    settings.pid_file.unlink(missing_ok=True)
+    process = procs.spawn(command, settings.log_file, settings.pid_file, f"starting on {settings.endpoint}", env=env)
+    if procs.wait_ready(process, lambda: is_healthy(settings, process.pid), START_TIMEOUT):
+        return process.pid
+    if process.returncode is not None:
+        settings.pid_file.unlink(missing_ok=True)
+        raise RuntimeError(f"the server exited with code {process.returncode}")
+    procs.take_down(settings.pid_file, process.pid, _stop)
     raise RuntimeError(f"the server did not answer on {settings.endpoint} within {START_TIMEOUT:.0f} s")
 
 

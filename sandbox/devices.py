@@ -30,7 +30,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,7 +45,6 @@ from sandbox import esp32_boards
 from sandbox import procs
 from sandbox.esp32_board import parse_flash_size
 from sandbox.esp32_boards import VirtualBoard
-from sandbox.settings import ROOT
 from sandbox.settings import Settings
 from sandbox.settings import load_settings
 
@@ -323,23 +321,9 @@ def command(settings: Settings, boards: list[VirtualBoard], fingerprint: str) ->
     return args
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-    except OSError:
-        return []
-
-
 def running_pid(settings: Settings) -> int | None:
     """The runner's pid if the pid file names a live device runner of this state dir, else None."""
-    try:
-        pid = int(pid_file(settings).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not procs.is_alive(pid):
-        return None
-    args = _cmdline(pid)
-    return pid if "sandbox.devices" in args and str(pid_file(settings)) in args else None
+    return procs.running_pid(pid_file(settings), "sandbox.devices", str(pid_file(settings)), unreadable=False)
 
 
 def _stop(pid: int) -> None:
@@ -347,10 +331,7 @@ def _stop(pid: int) -> None:
 
 
 def _log_tail(settings: Settings) -> str:
-    try:
-        return "\n".join(log_file(settings).read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
-    except FileNotFoundError:
-        return "(no log)"
+    return procs.log_tail(log_file(settings), LOG_TAIL_LINES)
 
 
 def flashed_boards(settings: Settings, boards: list[VirtualBoard], report=print) -> list[tuple]:
@@ -367,25 +348,12 @@ def flashed_boards(settings: Settings, boards: list[VirtualBoard], report=print)
 def _start(settings: Settings, boards: list[VirtualBoard], fingerprint: str) -> int:
     pid_path = pid_file(settings)
     pid_path.unlink(missing_ok=True)
-    with open(log_file(settings), "ab") as log:
-        log.write(f"--- {datetime.now(UTC).isoformat()} starting {len(boards)} device(s)\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            command(settings, boards, fingerprint),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"it exited with code {process.returncode}")
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            if int(pid_path.read_text().strip()) == process.pid:
-                return process.pid
-        time.sleep(0.05)
+    note = f"starting {len(boards)} device(s)"
+    process = procs.spawn(command(settings, boards, fingerprint), log_file(settings), note=note)
+    if procs.wait_ready(process, lambda: procs.read_pid(pid_path) == process.pid, START_TIMEOUT, poll=0.05):
+        return process.pid
+    if process.returncode is not None:
+        raise RuntimeError(f"it exited with code {process.returncode}")
     _stop(process.pid)
     raise RuntimeError(f"it did not start within {START_TIMEOUT:.0f} s")
 
@@ -410,7 +378,7 @@ def up(settings: Settings, boards: list[VirtualBoard] | None = None) -> int:
         wanted = [board for board, _filesystem in flashed]
         pid = running_pid(settings)
         if pid is not None:
-            if _cmdline(pid)[1:] == command(settings, wanted, fingerprint)[1:]:
+            if (procs.cmdline(pid) or [])[1:] == command(settings, wanted, fingerprint)[1:]:
                 print(f"devices already running (pid {pid}): {_names(flashed)}")
                 return 0
             print("devices: the flashed boards changed; restarting them")
@@ -438,10 +406,8 @@ def _names(flashed) -> str:
 def down(settings: Settings) -> None:
     """Stop the device runner of this state dir (no-op if none runs) and remove its extracted files."""
     pid = running_pid(settings)
-    if pid is not None:
-        _stop(pid)
+    if procs.take_down(pid_file(settings), pid, _stop):
         print(f"devices stopped (pid {pid})")
-    pid_file(settings).unlink(missing_ok=True)
     shutil.rmtree(files_dir(settings), ignore_errors=True)  # left behind only by a killed runner
 
 

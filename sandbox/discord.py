@@ -14,20 +14,16 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from datetime import UTC
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from sandbox import procs
-from sandbox.settings import ROOT
 from sandbox.settings import Settings
 
 WEBHOOK_PATH = "/api/webhooks/sandbox/discord"
@@ -163,17 +159,7 @@ def health(settings: Settings) -> dict | None:
 
 
 def running_pid(settings: Settings) -> int | None:
-    try:
-        pid = int(pid_file(settings).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not procs.is_alive(pid):
-        return None
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return pid
-    return pid if b"sandbox.discord" in args and str(settings.discord_port).encode() in args else None
+    return procs.running_pid(pid_file(settings), "sandbox.discord", str(settings.discord_port))
 
 
 def _port_taken(settings: Settings) -> bool:
@@ -194,35 +180,24 @@ def up(settings: Settings) -> int:
         return 0
     command = [sys.executable, "-m", "sandbox.discord", "--port", str(settings.discord_port)]
     command += ["--host", settings.host, "--store", str(messages_file(settings))]
-    with open(log_file(settings), "ab") as log:
-        log.write(f"--- {datetime.now(UTC).isoformat()} starting on {settings.discord_url}\n".encode())
-        log.flush()
-        process = subprocess.Popen(  # pylint: disable=consider-using-with
-            command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    pid_file(settings).write_text(f"{process.pid}\n")
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pid_file(settings).unlink(missing_ok=True)
-            print(f"discord stand-in failed to start; see {log_file(settings)}", file=sys.stderr)
-            return 1
-        if (health(settings) or {}).get("pid") == process.pid:
-            print(f"discord stand-in started (pid {process.pid}) at {settings.discord_url}")
-            return 0
-        time.sleep(0.1)
-    procs.stop(process.pid)
-    pid_file(settings).unlink(missing_ok=True)
+    note = f"starting on {settings.discord_url}"
+    process = procs.spawn(command, log_file(settings), pid_file(settings), note)
+    if procs.wait_ready(process, lambda: (health(settings) or {}).get("pid") == process.pid, START_TIMEOUT, 0.1):
+        print(f"discord stand-in started (pid {process.pid}) at {settings.discord_url}")
+        return 0
+    if process.returncode is not None:
+        pid_file(settings).unlink(missing_ok=True)
+        print(f"discord stand-in failed to start; see {log_file(settings)}", file=sys.stderr)
+        return 1
+    procs.take_down(pid_file(settings), process.pid)
     print(f"discord stand-in did not answer within {START_TIMEOUT:.0f} s; see {log_file(settings)}", file=sys.stderr)
     return 1
 
 
 def down(settings: Settings) -> None:
     pid = running_pid(settings)
-    if pid is not None:
-        procs.stop(pid)
+    if procs.take_down(pid_file(settings), pid):
         print(f"discord stand-in stopped (pid {pid})")
-    pid_file(settings).unlink(missing_ok=True)
 
 
 def status_line(settings: Settings) -> str:

@@ -12,24 +12,18 @@ stops), NAME.log and NAME.flash (its flash; kept by `down`, so a board keeps wha
 it; delete the file for a blank board).
 """
 
-import contextlib
 import os
 import re
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
-from datetime import UTC
-from datetime import datetime
 from pathlib import Path
 
 import yaml
 
-from sandbox import control
+from sandbox import procs
 from sandbox.esp32_board import CHIPS
 from sandbox.esp32_board import parse_flash_size
 from sandbox.esp32_board import parse_mac
-from sandbox.procs import stop
 from sandbox.settings import ROOT
 from sandbox.settings import Settings
 
@@ -163,59 +157,29 @@ def command(settings: Settings, board: VirtualBoard) -> list[str]:
     ]
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-    except OSError:
-        return []
-
-
 def running_pid(settings: Settings, name: str) -> int | None:
     """The board's pid if its pid file names a live board process of this state dir, else None."""
-    try:
-        pid = int(pid_file(settings, name).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not control.is_alive(pid):
-        return None
-    args = _cmdline(pid)
-    return pid if "sandbox.esp32_board" in args and str(pid_file(settings, name)) in args else None
+    path = pid_file(settings, name)
+    return procs.running_pid(path, "sandbox.esp32_board", str(path), unreadable=False)
 
 
 def _stop(pid: int) -> None:
-    stop(pid, STOP_TIMEOUT, kill_wait=2.0, poll=0.05)
+    procs.stop(pid, STOP_TIMEOUT, kill_wait=2.0, poll=0.05)
 
 
 def _log_tail(settings: Settings, name: str) -> str:
-    try:
-        return "\n".join(log_file(settings, name).read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
-    except FileNotFoundError:
-        return "(no log)"
+    return procs.log_tail(log_file(settings, name), LOG_TAIL_LINES)
 
 
 def _start(settings: Settings, board: VirtualBoard) -> int:
     """Start the board detached; return its pid once it listens, or raise RuntimeError saying why."""
     pid_path = pid_file(settings, board.name)
     pid_path.unlink(missing_ok=True)
-    with open(log_file(settings, board.name), "ab") as log:
-        log.write(f"--- {datetime.now(UTC).isoformat()} starting on {board.url}\n".encode())
-        log.flush()
-        process = subprocess.Popen(
-            command(settings, board),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"it exited with code {process.returncode}")
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            if int(pid_path.read_text().strip()) == process.pid:
-                return process.pid
-        time.sleep(0.05)
+    process = procs.spawn(command(settings, board), log_file(settings, board.name), note=f"starting on {board.url}")
+    if procs.wait_ready(process, lambda: procs.read_pid(pid_path) == process.pid, START_TIMEOUT, poll=0.05):
+        return process.pid
+    if process.returncode is not None:
+        raise RuntimeError(f"it exited with code {process.returncode}")
     _stop(process.pid)
     raise RuntimeError(f"it did not listen on {board.url} within {START_TIMEOUT:.0f} s")
 
@@ -223,7 +187,7 @@ def _start(settings: Settings, board: VirtualBoard) -> int:
 def _up_one(settings: Settings, board: VirtualBoard) -> int:
     pid = running_pid(settings, board.name)
     if pid is not None:
-        if _cmdline(pid)[1:] == command(settings, board)[1:]:
+        if (procs.cmdline(pid) or [])[1:] == command(settings, board)[1:]:
             print(f"board {board.name} already running (pid {pid}) at {board.url}")
             return 0
         print(f"board {board.name}: its settings changed; restarting it (its flash is kept)")
@@ -248,10 +212,8 @@ def _pid_file_names(settings: Settings) -> list[str]:
 
 def _stop_board(settings: Settings, name: str, why: str = "") -> None:
     pid = running_pid(settings, name)
-    if pid is not None:
-        _stop(pid)
+    if procs.take_down(pid_file(settings, name), pid, _stop):
         print(f"board {name} stopped (pid {pid}){why}")
-    pid_file(settings, name).unlink(missing_ok=True)
 
 
 def up(settings: Settings, boards: list[VirtualBoard] | None = None) -> int:

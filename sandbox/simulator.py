@@ -10,14 +10,10 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
-from datetime import UTC
-from datetime import datetime
 from pathlib import Path
 
-from sandbox.procs import is_alive
-from sandbox.procs import stop
+from sandbox import procs
 from sandbox.settings import HEALTH_PATH
 from sandbox.settings import ROOT
 from sandbox.settings import Settings
@@ -42,27 +38,13 @@ def graphql_url(settings: Settings) -> str:
     return f"{settings.appsync_endpoint}/graphql"
 
 
-def _read_pid(settings: Settings) -> int | None:
-    try:
-        return int(pid_file(settings).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def is_simulator_process(pid: int, settings: Settings) -> bool:
     """True if `pid` is our server.js on this port (a stale pid file may name another process now)."""
-    if not is_alive(pid):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True
-    return str(SERVER_JS).encode() in args and str(settings.appsync_port).encode() in args
+    return procs.is_ours(pid, str(SERVER_JS), str(settings.appsync_port))
 
 
 def running_pid(settings: Settings) -> int | None:
-    pid = _read_pid(settings)
-    return pid if pid is not None and is_simulator_process(pid, settings) else None
+    return procs.running_pid(pid_file(settings), str(SERVER_JS), str(settings.appsync_port))
 
 
 def health(settings: Settings, timeout: float = 1.0) -> dict | None:
@@ -78,11 +60,6 @@ def is_healthy(settings: Settings, pid: int) -> bool:
     return bool(answer) and answer.get("pid") == pid
 
 
-def _log_line(settings: Settings, text: str) -> None:
-    with open(log_file(settings), "a", encoding="utf-8") as log:
-        log.write(f"--- {datetime.now(UTC).isoformat()} {text}\n")
-
-
 def ensure_installed(settings: Settings) -> str | None:
     """None when the simulator can run (after `npm ci` if node_modules is missing); else why not."""
     if INSTALLED_MARKER.is_file():
@@ -91,7 +68,7 @@ def ensure_installed(settings: Settings) -> str | None:
     if not node or not npm:
         return "node and npm are needed (sandbox/appsync/node_modules is not installed)"
     print("installing the AppSync simulator: npm ci in sandbox/appsync (once) ...", flush=True)
-    _log_line(settings, "npm ci")
+    procs.log_line(log_file(settings), "npm ci")
     with open(log_file(settings), "ab") as log:
         try:
             result = subprocess.run(
@@ -111,7 +88,7 @@ def ensure_installed(settings: Settings) -> str | None:
 
 
 def _stop(pid: int) -> None:
-    stop(pid, STOP_TIMEOUT)
+    procs.stop(pid, STOP_TIMEOUT)
 
 
 def _start(settings: Settings) -> int:
@@ -125,37 +102,17 @@ def _start(settings: Settings) -> int:
         "--sandbox",
         settings.endpoint,
     ]
-    _log_line(settings, f"starting on {graphql_url(settings)}")
-    with open(log_file(settings), "ab") as log:
-        process = subprocess.Popen(  # pylint: disable=consider-using-with
-            command,
-            cwd=APPSYNC_DIR,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    pid_file(settings).write_text(f"{process.pid}\n")
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pid_file(settings).unlink(missing_ok=True)
-            raise RuntimeError(f"the AppSync simulator exited with code {process.returncode}")
-        if is_healthy(settings, process.pid):
-            return process.pid
-        time.sleep(0.2)
-    _stop(process.pid)
-    pid_file(settings).unlink(missing_ok=True)
+    note = f"starting on {graphql_url(settings)}"
+    process = procs.spawn(command, log_file(settings), pid_file(settings), note, cwd=APPSYNC_DIR)
+    if procs.wait_ready(process, lambda: is_healthy(settings, process.pid), START_TIMEOUT):
+        return process.pid
+    if process.returncode is not None:
+        pid_file(settings).unlink(missing_ok=True)
+        raise RuntimeError(f"the AppSync simulator exited with code {process.returncode}")
+    procs.take_down(pid_file(settings), process.pid, _stop)
     raise RuntimeError(
         f"the AppSync simulator did not answer on {settings.appsync_endpoint} within {START_TIMEOUT:.0f} s"
     )
-
-
-def _tail(settings: Settings, lines: int = 30) -> str:
-    try:
-        return "\n".join(log_file(settings).read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 def up(settings: Settings) -> int:
@@ -174,7 +131,7 @@ def up(settings: Settings) -> int:
     try:
         pid = _start(settings)
     except RuntimeError as exc:
-        tail = _tail(settings)
+        tail = procs.log_tail(log_file(settings))
         print(
             f"appsync simulator failed to start: {exc}\n--- last lines of {log_file(settings)}:\n{tail}",
             file=sys.stderr,
@@ -185,13 +142,11 @@ def up(settings: Settings) -> int:
 
 
 def down(settings: Settings) -> None:
-    pid = _read_pid(settings)
+    pid = procs.read_pid(pid_file(settings))
     if pid is None:
         return
-    if is_simulator_process(pid, settings):
-        _stop(pid)
+    if procs.take_down(pid_file(settings), pid if is_simulator_process(pid, settings) else None, _stop):
         print(f"appsync simulator stopped (pid {pid})")
-    pid_file(settings).unlink(missing_ok=True)
 
 
 def status_line(settings: Settings) -> str:
