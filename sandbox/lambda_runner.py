@@ -149,13 +149,7 @@ def main() -> None:
     request_id = os.environ["_SANDBOX_REQUEST_ID"]
     function_arn = os.environ["_SANDBOX_FUNCTION_ARN"]
     timeout = float(os.environ["_SANDBOX_TIMEOUT"])
-    for name in INTERNAL:
-        os.environ.pop(name, None)
-    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
-    if sys.path and sys.path[0] in ("", "."):
-        sys.path[0] = task_root
-    else:
-        sys.path.insert(0, task_root)
+    _enter_task_root()
 
     event_text = sys.stdin.read()
     event = json.loads(event_text) if event_text.strip() else {}
@@ -166,33 +160,19 @@ def main() -> None:
         _write_result(result_file, {"ok": False, "error": error, "duration_ms": 0.0})
         _end()
 
-    started = time.monotonic()
-
-    def on_timeout(signum, frame):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        _write_result(result_file, {"timeout": True, "duration_ms": (time.monotonic() - started) * 1000})
-        _end()
-
-    signal.signal(signal.SIGALRM, on_timeout)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    context = LambdaContext(request_id, function_arn, started + timeout)
-    try:
-        returned = handler(event, context)
-    except Exception as exc:  # noqa: BLE001 - an exception of the handler is the invocation's result
-        outcome = {"ok": False, "error": _exception_error(exc, request_id, skip_frames=1)}
-    else:
-        try:
-            outcome = {"ok": True, "payload": json.dumps(returned)}
-        except (TypeError, ValueError) as exc:
-            message = f"Unable to marshal response: {exc}"
-            outcome = {"ok": False, "error": _error("Runtime.MarshalError", message, request_id)}
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    outcome["duration_ms"] = (time.monotonic() - started) * 1000
-    sys.stdout.flush()
-    sys.stderr.flush()
-    _write_result(result_file, outcome)
+    _invoke(handler, event, request_id, function_arn, timeout, result_file)
     _end()
+
+
+def _enter_task_root() -> None:
+    """Drop the runner's own variables from the environment; the function's code first on sys.path."""
+    for name in INTERNAL:
+        os.environ.pop(name, None)
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    if sys.path and sys.path[0] in ("", "."):
+        sys.path[0] = task_root
+    else:
+        sys.path.insert(0, task_root)
 
 
 def _invoke(handler, event, request_id: str, function_arn: str, timeout: float, result_file: str) -> None:
@@ -232,13 +212,7 @@ def warm_main() -> None:
     """A warm execution environment: one invocation per request line on stdin, until stdin closes."""
     function_arn = os.environ["_SANDBOX_FUNCTION_ARN"]
     timeout = float(os.environ["_SANDBOX_TIMEOUT"])
-    for name in INTERNAL:
-        os.environ.pop(name, None)
-    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
-    if sys.path and sys.path[0] in ("", "."):
-        sys.path[0] = task_root
-    else:
-        sys.path.insert(0, task_root)
+    _enter_task_root()
     requests = sys.stdin.buffer
     sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - the handler must not read our requests
     request_filter = _install_logging("")
