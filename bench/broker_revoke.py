@@ -15,10 +15,8 @@ connected. Printed: median, p90 and max of each, in ms (the issue asks for under
 
 import argparse
 import dataclasses
-import os
 import queue
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,31 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sandbox import broker  # noqa: E402
+from sandbox.settings import PORT_ENVS  # noqa: E402
+from sandbox.settings import free_ports  # noqa: E402
 from sandbox.settings import load_settings  # noqa: E402
-from tests.integration.conftest import _free_ports  # noqa: E402
+from sandbox.settings import private_env  # noqa: E402
+from tests.integration.conftest import sandbox_cli  # noqa: E402
 
 REGION = "eu-north-1"
 POLICY = "brokerbench_device"
-PORT_ENVS = (
-    "IOTFLEET_SANDBOX_APPSYNC_PORT",
-    "IOTFLEET_SANDBOX_MQTT_PORT",
-    "IOTFLEET_SANDBOX_DISCORD_PORT",
-    "IOTFLEET_SANDBOX_HOSTING_PORT",
-)
-
-
-def sandbox_cli(settings, env, *args):
-    argv = [
-        sys.executable,
-        "-m",
-        "sandbox",
-        *args,
-        "--state-dir",
-        str(settings.state_dir),
-        "--port",
-        str(settings.port),
-    ]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 class Device:
@@ -116,13 +97,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="brokerbench-"))
-    port, *ports = _free_ports(1 + len(PORT_ENVS))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTFLEET_SANDBOX_")}
-    env.update(dict(zip(PORT_ENVS, map(str, ports), strict=True)), IOTFLEET_SANDBOX_BOARDS="none")
+    port, appsync_port, mqtt_port, *_others = ports = free_ports(len(PORT_ENVS))
+    env = private_env(work / "state", ports, IOTFLEET_SANDBOX_BOARDS="none")
     settings = dataclasses.replace(
-        load_settings(state_dir=work / "state", port=port), appsync_port=ports[0], mqtt_port=ports[1]
+        load_settings(state_dir=work / "state", port=port), appsync_port=appsync_port, mqtt_port=mqtt_port
     )
-    started = sandbox_cli(settings, env, "up")
+    started = sandbox_cli("up", state_dir=settings.state_dir, port=settings.port, env=env, timeout=120)
     if started.returncode != 0:
         raise SystemExit(started.stdout + started.stderr)
     try:
@@ -160,7 +140,7 @@ def main():
         bystander.disconnect()
         bystander.loop_stop()
     finally:
-        sandbox_cli(settings, env, "down")
+        sandbox_cli("down", state_dir=settings.state_dir, port=settings.port, env=env, timeout=120)
 
 
 if __name__ == "__main__":

@@ -65,13 +65,10 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from sandbox import bridge  # noqa: E402
 from sandbox import broker  # noqa: E402
-from sandbox.settings import APPSYNC_PORT_ENV  # noqa: E402
-from sandbox.settings import DISCORD_PORT_ENV  # noqa: E402
-from sandbox.settings import HOSTING_PORT_ENV  # noqa: E402
-from sandbox.settings import MQTT_PORT_ENV  # noqa: E402
-from sandbox.settings import PORT_ENV  # noqa: E402
-from sandbox.settings import STATE_DIR_ENV  # noqa: E402
+from sandbox.settings import PORT_ENVS  # noqa: E402
+from sandbox.settings import free_ports  # noqa: E402
 from sandbox.settings import load_settings  # noqa: E402
+from sandbox.settings import private_env  # noqa: E402
 
 PREFIX = "bench"
 CREDENTIALS = dict(aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -88,37 +85,13 @@ STAGES = (
 )
 
 
-def free_ports(count):
-    import socket
-
-    sockets = [socket.socket() for _index in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class Sandbox:
     """A private sandbox: every service on a free port, its own state dir; stopped at the end."""
 
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="iotfleet-bench-ingest-"))
-        port, appsync, mqtt, discord, hosting = free_ports(5)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("IOTFLEET_SANDBOX_")}
-        self.env.update(
-            {
-                PORT_ENV: str(port),
-                STATE_DIR_ENV: str(self.folder / "state"),
-                APPSYNC_PORT_ENV: str(appsync),
-                MQTT_PORT_ENV: str(mqtt),
-                DISCORD_PORT_ENV: str(discord),
-                HOSTING_PORT_ENV: str(hosting),
-                "IOTFLEET_SANDBOX_BOARDS": "none",
-            }
-        )
+        ports = free_ports(len(PORT_ENVS))
+        self.env = private_env(self.folder / "state", ports, IOTFLEET_SANDBOX_BOARDS="none")
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("IOTFLEET_SANDBOX_")})
         self.settings = load_settings()
 

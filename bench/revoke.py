@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sandbox.settings import free_ports  # noqa: E402
+
 BIN = Path(sys.executable).parent
 REGION = "eu-north-1"
 CREDENTIALS = dict(aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -65,17 +68,6 @@ SERVICE_PORTS = {
     "IOTFLEET_SANDBOX_DISCORD_PORT": "iotfleet_sandbox_discord_port",
     "IOTFLEET_SANDBOX_HOSTING_PORT": "iotfleet_sandbox_hosting_port",
 }
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _index in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class Sandbox:

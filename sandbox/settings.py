@@ -1,6 +1,7 @@
 """Where the sandbox lives: port, region and state dir, each read from one place."""
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,9 @@ APPSYNC_PORT_ENV = "IOTFLEET_SANDBOX_APPSYNC_PORT"
 MQTT_PORT_ENV = "IOTFLEET_SANDBOX_MQTT_PORT"  # Mosquitto, TLS with client certificates
 DISCORD_PORT_ENV = "IOTFLEET_SANDBOX_DISCORD_PORT"  # the Discord webhook stand-in
 HOSTING_PORT_ENV = "IOTFLEET_SANDBOX_HOSTING_PORT"  # Amplify hosting stand-in (the dashboard)
+# The sandbox's port and its services' ports, in the order private_env takes them.
+PORT_ENVS = (PORT_ENV, APPSYNC_PORT_ENV, MQTT_PORT_ENV, DISCORD_PORT_ENV, HOSTING_PORT_ENV)
+ENV_PREFIX = "IOTFLEET_SANDBOX_"
 DEFAULT_MQTT_PORT = 8883
 DEFAULT_DISCORD_PORT = 4597
 DEFAULT_HOSTING_PORT = 4598
@@ -101,3 +105,25 @@ def load_settings(state_dir=None, port=None, vars_file: Path = VARS_FILE) -> Set
     return Settings(
         state_dir=Path(state_dir).resolve(), port=port, region=str(region), appsync_port=appsync_port, **extra
     )
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports, held together while chosen so they cannot collide with each other."""
+    sockets = [socket.socket() for _index in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def private_env(state_dir, ports: list[int], **extra: str) -> dict[str, str]:
+    """The environment of a private sandbox: os.environ without any IOTFLEET_SANDBOX_* variable, plus its
+    state dir, its ports (in PORT_ENVS order: the sandbox, AppSync, MQTT, Discord, hosting) and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update({name: str(port) for name, port in zip(PORT_ENVS, ports, strict=True)})
+    env[STATE_DIR_ENV] = str(state_dir)
+    env.update(extra)
+    return env

@@ -23,16 +23,14 @@ import yaml
 
 from sandbox import devices
 from sandbox import esp32_boards
-from sandbox.settings import APPSYNC_PORT_ENV
-from sandbox.settings import DISCORD_PORT_ENV
-from sandbox.settings import HOSTING_PORT_ENV
-from sandbox.settings import MQTT_PORT_ENV
-from sandbox.settings import PORT_ENV
-from sandbox.settings import STATE_DIR_ENV
+from sandbox.settings import ENV_PREFIX
+from sandbox.settings import PORT_ENVS
 from sandbox.settings import Settings
+from sandbox.settings import free_ports
 from sandbox.settings import load_settings
+from sandbox.settings import private_env
 from tests.integration.conftest import PlaybookRun
-from tests.integration.conftest import _free_ports
+from tests.integration.conftest import run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -81,16 +79,7 @@ class Stack:
             "fleet_device_send_interval_seconds": SEND_INTERVAL,
             "iotfleet_discord_webhook_url": settings.discord_url,  # the stand-in on this sandbox's port
         }
-        env = dict(self.env, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-        proc = subprocess.run(
-            [str(BIN / "ansible-playbook"), path, "-i", str(self.inventory), "-e", json.dumps(variables), *extra],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return PlaybookRun(proc)
+        return run_playbook([path, "-i", str(self.inventory), "-e", json.dumps(variables), *extra], self.env)
 
     def sandbox(self, *args):
         return subprocess.run(
@@ -163,25 +152,17 @@ def stack(tmp_path_factory):
 def private_stack(folder: Path):
     """The `stack` fixture's work, usable outside pytest too (a sandbox kept up while debugging a test)."""
     state_dir = folder / "state"
-    port, appsync, mqtt, discord, hosting, *board_ports = _free_ports(5 + len(BOARDS))
+    ports = free_ports(len(PORT_ENVS) + len(BOARDS))
+    port, board_ports = ports[0], ports[len(PORT_ENVS) :]
     inventory = _write_inventory(folder, board_ports)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("IOTFLEET_SANDBOX_") and not k.startswith("ANSIBLE_")
-    }
-    env.update(
-        {
-            PORT_ENV: str(port),
-            STATE_DIR_ENV: str(state_dir),
-            APPSYNC_PORT_ENV: str(appsync),
-            MQTT_PORT_ENV: str(mqtt),
-            DISCORD_PORT_ENV: str(discord),
-            HOSTING_PORT_ENV: str(hosting),
-            esp32_boards.BOARDS_ENV: str(inventory),
-            "PATH": f"{BIN}:{os.environ['PATH']}",
-        }
+    env = private_env(
+        state_dir,
+        ports[: len(PORT_ENVS)],
+        **{esp32_boards.BOARDS_ENV: str(inventory), "PATH": f"{BIN}:{os.environ['PATH']}"},
     )
-    saved = {k: os.environ.get(k) for k in env if k.startswith("IOTFLEET_SANDBOX_")}
-    os.environ.update({k: v for k, v in env.items() if k.startswith("IOTFLEET_SANDBOX_")})  # for load_settings here
+    env = {k: v for k, v in env.items() if not k.startswith("ANSIBLE_")}
+    saved = {k: os.environ.get(k) for k in env if k.startswith(ENV_PREFIX)}
+    os.environ.update({k: v for k, v in env.items() if k.startswith(ENV_PREFIX)})  # for load_settings here
     settings = load_settings(state_dir=state_dir, port=port)
     boards = {key: b for key in BOARDS for b in esp32_boards.read_inventory(inventory) if b.name == BOARDS[key]["name"]}
     stack = Stack(settings=settings, env=env, inventory=inventory, folder=folder, boards=boards)

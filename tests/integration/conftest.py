@@ -2,13 +2,14 @@
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import boto3
 import pytest
+
+from sandbox.settings import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -22,24 +23,15 @@ SERVICE_PORT_VARS = {
 }
 
 
-def _free_ports(count):
-    """`count` distinct free ports, held together while chosen so they cannot collide with each other."""
-    sockets = [socket.socket() for _index in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _sandbox(*args, state_dir, port):
+def sandbox_cli(*args, state_dir, port, env=None, timeout=None):
+    """`python -m sandbox <args>` on the sandbox of `state_dir` and `port` (the environment: `env`, else ours)."""
     return subprocess.run(
         [sys.executable, "-m", "sandbox", *args, "--state-dir", str(state_dir), "--port", str(port)],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
+        timeout=timeout,
         check=False,
     )
 
@@ -52,12 +44,12 @@ def sandbox(tmp_path_factory):
     ephemeral port some other connection of this machine already uses.
     """
     state_dir = tmp_path_factory.mktemp("sandbox")
-    port, appsync_port, *service_ports = _free_ports(2 + len(SERVICE_PORT_VARS))
+    port, appsync_port, *service_ports = free_ports(2 + len(SERVICE_PORT_VARS))
     ports = {APPSYNC_PORT_ENV: appsync_port, **dict(zip(SERVICE_PORT_VARS, service_ports, strict=True))}
     previous = {name: os.environ.get(name) for name in ports}
     os.environ.update({name: str(value) for name, value in ports.items()})
     try:
-        up = _sandbox("up", state_dir=state_dir, port=port)
+        up = sandbox_cli("up", state_dir=state_dir, port=port)
         assert up.returncode == 0, up.stdout + up.stderr
         yield {
             "port": port,
@@ -66,7 +58,7 @@ def sandbox(tmp_path_factory):
             "ports": {SERVICE_PORT_VARS.get(name, name): value for name, value in ports.items()},
         }
     finally:
-        _sandbox("down", state_dir=state_dir, port=port)
+        sandbox_cli("down", state_dir=state_dir, port=port)
         for name, value in previous.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -113,6 +105,15 @@ class PlaybookRun:
         return sum(r["failed"] + r["unreachable"] for r in self.recap.values())
 
 
+def run_playbook(args, env) -> PlaybookRun:
+    """`ansible-playbook <args>` from the repository root with its ansible.cfg and no colours, in `env`."""
+    env = dict(env, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    return PlaybookRun(proc)
+
+
 @pytest.fixture(scope="session")
 def playbook(sandbox):
     """playbook(path, *extra_args) runs ansible-playbook against the private sandbox."""
@@ -120,21 +121,7 @@ def playbook(sandbox):
     port_vars = [arg for var in SERVICE_PORT_VARS.values() for arg in ("-e", f"{var}={sandbox['ports'][var]}")]
 
     def run(path, *extra):
-        env = dict(
-            os.environ,
-            ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_NOCOLOR="1",
-            PATH=f"{BIN}:{os.environ['PATH']}",
-        )
-        proc = subprocess.run(
-            [str(BIN / "ansible-playbook"), path, "-e", f"iotfleet_sandbox_port={sandbox['port']}", *port_vars, *extra],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return PlaybookRun(proc)
+        args = [path, "-e", f"iotfleet_sandbox_port={sandbox['port']}", *port_vars, *extra]
+        return run_playbook(args, dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
 
     return run

@@ -10,8 +10,6 @@ import dataclasses
 import json
 import os
 import queue
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,18 +25,15 @@ from cryptography.x509.oid import NameOID
 from sandbox import broker
 from sandbox.ca import ensure_ca
 from sandbox.ca import issue_certificate
+from sandbox.settings import PORT_ENVS
+from sandbox.settings import free_ports
 from sandbox.settings import load_settings
-from tests.integration.conftest import _free_ports
+from sandbox.settings import private_env
+from tests.integration.conftest import sandbox_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-north-1"
 ARN = f"arn:aws:iot:{REGION}:123456789012"
-PORT_ENVS = (
-    "IOTFLEET_SANDBOX_APPSYNC_PORT",
-    "IOTFLEET_SANDBOX_MQTT_PORT",
-    "IOTFLEET_SANDBOX_DISCORD_PORT",
-    "IOTFLEET_SANDBOX_HOSTING_PORT",
-)
 TIMEOUT = 10.0  # how long to wait for something that should happen (never a measured bound)
 NOT_AUTHORIZED = 135  # MQTT v5 CONNACK / SUBACK reason code
 
@@ -53,27 +48,16 @@ class Device:
 
 
 def _cli(settings, env, *args):
-    argv = [
-        sys.executable,
-        "-m",
-        "sandbox",
-        *args,
-        "--state-dir",
-        str(settings.state_dir),
-        "--port",
-        str(settings.port),
-    ]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return sandbox_cli(*args, state_dir=settings.state_dir, port=settings.port, env=env, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("broker-sandbox")
-    port, *ports = _free_ports(1 + len(PORT_ENVS))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTFLEET_SANDBOX_")}
-    env.update(dict(zip(PORT_ENVS, map(str, ports), strict=True)), IOTFLEET_SANDBOX_BOARDS="none")
+    port, appsync_port, mqtt_port, *_others = ports = free_ports(len(PORT_ENVS))
+    env = private_env(state_dir, ports, IOTFLEET_SANDBOX_BOARDS="none")
     settings = dataclasses.replace(
-        load_settings(state_dir=state_dir, port=port), appsync_port=ports[0], mqtt_port=ports[1]
+        load_settings(state_dir=state_dir, port=port), appsync_port=appsync_port, mqtt_port=mqtt_port
     )
     started = _cli(settings, env, "up")
     try:

@@ -4,7 +4,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from sandbox.settings import PORT_ENV
 from sandbox.settings import ROOT
 from sandbox.settings import STATE_DIR_ENV
 from sandbox.settings import Settings
+from sandbox.settings import free_ports
 from sandbox.settings import load_settings
 
 
@@ -37,18 +37,17 @@ def ext(aws, tmp_path, monkeypatch):
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class Instance:
     """A private sandbox on a free port and its own state dir, driven through the CLI."""
 
     def __init__(self, state_dir: Path):
-        settings = load_settings(state_dir=state_dir, port=free_port())
+        port, appsync_port, mqtt_port = free_ports(3)
+        settings = load_settings(state_dir=state_dir, port=port)
         # The AppSync simulator and the MQTT broker on free ports too (not port + 1 or 8883, which may be taken).
-        self.settings: Settings = dataclasses.replace(settings, appsync_port=free_port(), mqtt_port=free_port())
+        self.settings: Settings = dataclasses.replace(settings, appsync_port=appsync_port, mqtt_port=mqtt_port)
         self.pids: set[int] = set()
 
     def run(self, *command: str) -> subprocess.CompletedProcess:
