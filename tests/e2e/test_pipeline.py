@@ -8,13 +8,14 @@ revocation of A comes last because it is final.
 
 import json
 import random
-import threading
 import time
 
 import pytest
 
 from sandbox import broker
 from sandbox import devices
+from tests.e2e.helpers import Sensor
+from tests.e2e.helpers import wait_until
 from tests.e2e.peers import Peer
 from tests.e2e.peers import device_credentials
 from tests.e2e.peers import files_of
@@ -28,18 +29,6 @@ TELEMETRY_BY_DEVICE = """query T($device_id: ID!) {
   telemetryByDevice(device_id: $device_id, limit: 50) { items { device_id timestamp temperature humidity } }
 }"""
 GET_DEVICE = """query D($device_id: ID!) { getDevice(device_id: $device_id) { device_id status last_seen } }"""
-
-
-def wait_until(check, timeout=PATIENCE, interval=0.1, what="the condition"):
-    """Poll check() until it returns something truthy; return it, or fail saying what did not happen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s (last: {value!r})")
-        time.sleep(interval)
 
 
 def readings(stack, thing):
@@ -89,25 +78,6 @@ def rejected_lines(stack):
             if '"telemetry_rejected"' in event["message"]:
                 lines.append(json.loads(event["message"]))
     return lines
-
-
-class Sensor:
-    """The virtual device's sensor: a settable reading; remembers when it was first read after a set()."""
-
-    def __init__(self, reading):
-        self._lock = threading.Lock()
-        self.set(reading)
-
-    def set(self, reading):
-        with self._lock:
-            self.reading = reading
-            self.first_read = None
-
-    def __call__(self):
-        with self._lock:
-            if self.first_read is None:
-                self.first_read = time.monotonic()
-            return self.reading
 
 
 def endpoint(stack, key):

@@ -10,13 +10,14 @@ sends the live readings. Screenshots go to tests/output/dashboard/.
 import random
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from sandbox import devices
+from tests.e2e.helpers import Sensor
+from tests.e2e.helpers import wait_until
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -41,17 +42,6 @@ LIVE_WITHIN = 5.0  # issue 7: a reading published by a virtual device appears wi
 PATIENCE = 30.0  # how long to wait for anything else (the wait ends as soon as it happens)
 
 LIST_DEVICES = "query { listDevices(limit: 1000) { items { device_id status } } }"
-
-
-def wait_until(check, timeout=PATIENCE, interval=0.1, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s (last: {value!r})")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -130,25 +120,6 @@ def test_the_page_lists_the_sandbox_devices(stack, page):
         assert card_text(page, thing, "status") in ("CONNECTED", "DISCONNECTED", "REVOKED", "NOT CONNECTED YET")
     # The chart of the selected device is drawn (an SVG with both series when it has readings).
     assert page.find_element(By.CSS_SELECTOR, "#chart svg.chart")
-
-
-class Sensor:
-    """The virtual device's sensor: a settable reading; remembers when it was first read after set()."""
-
-    def __init__(self, reading):
-        self._lock = threading.Lock()
-        self.set(reading)
-
-    def set(self, reading):
-        with self._lock:
-            self.reading = reading
-            self.first_read = None
-
-    def __call__(self):
-        with self._lock:
-            if self.first_read is None:
-                self.first_read = time.monotonic()
-            return self.reading
 
 
 def marker():
