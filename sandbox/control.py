@@ -14,7 +14,6 @@ from sandbox import esp32_boards
 from sandbox import procs
 from sandbox import simulator
 from sandbox.ca import ensure_ca
-from sandbox.procs import is_alive  # noqa: F401 (also used as control.is_alive)
 from sandbox.settings import CA_DIR_ENV
 from sandbox.settings import HEALTH_PATH
 from sandbox.settings import Settings

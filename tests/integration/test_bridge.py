@@ -26,7 +26,7 @@ from sandbox import broker
 from sandbox import discord
 from sandbox.settings import load_settings
 from tests.integration.test_backend import PREFIX
-from tests.integration.test_backend import backend  # noqa: F401 - the module-scoped fixture, reused here
+from tests.integration.test_backend import backend  # noqa: F401  # pylint: disable=unused-import
 from tests.integration.test_backend import new_device_id
 from tests.integration.test_backend import readings
 from tests.integration.test_backend import register

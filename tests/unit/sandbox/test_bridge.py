@@ -45,8 +45,8 @@ class FakeAws:
     def invoke(self, arn, payload):
         with self.lock:
             self.invocations.append((arn, json.loads(payload)))
-        if self.invoke_raises:
-            raise self.invoke_raises
+        if self.invoke_raises is not None:
+            raise self.invoke_raises  # pylint: disable=raising-bad-type
         if self.function_error:
             return "Unhandled", json.dumps({"errorType": "ValueError", "errorMessage": "boom"}).encode()
         return None, b'{"outcome": "stored"}'
@@ -413,7 +413,10 @@ def shadow_bridge(aws, mosquitto):
     boto3.client("iot", region_name=REGION).create_thing(thingName=THING)
     data = boto3.client("iot-data", region_name=REGION)
     holder = {}
-    service = shadow_mod.ShadowService(data, lambda topic, payload: holder["bridge"].publish(topic, payload))
+    def publish(topic, payload):  # the bridge is made below
+        holder["bridge"].publish(topic, payload)
+
+    service = shadow_mod.ShadowService(data, publish)
     engine = Engine(Actions(None, None, None), Workers(2))
     running = bridge.Bridge(
         bridge.Connection("127.0.0.1", mosquitto), engine, service, list, lambda: shadow_ext.versions(REGION)

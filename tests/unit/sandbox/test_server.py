@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from sandbox import control
+from sandbox import procs
 from tests.unit.sandbox.helpers import THING
 from tests.unit.sandbox.helpers import make_csr
 from tests.unit.sandbox.helpers import policy_document
@@ -114,7 +114,7 @@ def test_lifecycle_down_twice_and_stale_pid_files(instance):
     assert (first.returncode, second.returncode) == (0, 0)
     assert "stopped" in first.stdout and "not running" in second.stdout
     assert not settings.pid_file.exists()
-    assert not control.is_alive(pid)  # gone, or a zombie waiting for init to reap it
+    assert not procs.is_alive(pid)  # gone, or a zombie waiting for init to reap it
 
     # A pid file left by a crash, naming a process that no longer exists.
     dead = subprocess.Popen(["true"])

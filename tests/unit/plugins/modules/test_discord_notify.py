@@ -77,7 +77,9 @@ def test_posts_every_message_in_order(notify, discord):
         {"content": "Device: A", "username": "AWS-Webhook"},
         {"content": "Device: B", "username": "someone"},
     ]
-    assert all(path == f"/api/webhooks/42/{TOKEN}" and kind == "application/json" for path, kind, _ in discord.posts)
+    assert all(
+        path == f"/api/webhooks/42/{TOKEN}" and kind == "application/json" for path, kind, _body in discord.posts
+    )
 
 
 def test_a_429_is_waited_for_as_discord_says_and_retried(notify, discord, sleeps):
