@@ -413,6 +413,7 @@ def shadow_bridge(aws, mosquitto):
     boto3.client("iot", region_name=REGION).create_thing(thingName=THING)
     data = boto3.client("iot-data", region_name=REGION)
     holder = {}
+
     def publish(topic, payload):  # the bridge is made below
         holder["bridge"].publish(topic, payload)
 
