@@ -24,11 +24,6 @@ from pathlib import Path
 
 import boto3
 import paho.mqtt.client as mqtt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +33,7 @@ from sandbox.settings import PORT_ENVS  # noqa: E402
 from sandbox.settings import free_ports  # noqa: E402
 from sandbox.settings import load_settings  # noqa: E402
 from sandbox.settings import private_env  # noqa: E402
+from tests.integration.conftest import register_device  # noqa: E402
 from tests.integration.conftest import sandbox_cli  # noqa: E402
 
 REGION = "eu-north-1"
@@ -50,23 +46,8 @@ class Device:
     def __init__(self, iot, settings, folder: Path):
         Device.counter += 1
         self.thing = f"{Device.counter:012X}"
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.thing)])
-        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
-        created = iot.create_certificate_from_csr(
-            certificateSigningRequest=csr.public_bytes(serialization.Encoding.PEM).decode(), setAsActive=True
-        )
-        iot.create_thing(thingName=self.thing)
-        iot.attach_policy(policyName=POLICY, target=created["certificateArn"])
-        iot.attach_thing_principal(thingName=self.thing, principal=created["certificateArn"])
-        self.certificate_id = created["certificateId"]
         self.cert, self.key = folder / f"{self.thing}.crt", folder / f"{self.thing}.key"
-        self.cert.write_text(created["certificatePem"])
-        self.key.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+        self.certificate_id = register_device(iot, self.thing, POLICY, self.cert, self.key)["certificateId"]
         self.settings = settings
         rule = f"rule\t{self.thing}\tallow\tconnect\t"
         acl = broker.acl_file(broker.broker_dir(settings))

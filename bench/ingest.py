@@ -56,11 +56,6 @@ import paho.mqtt.client as paho  # noqa: E402
 from botocore.auth import SigV4Auth  # noqa: E402
 from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from sandbox import bridge  # noqa: E402
@@ -69,6 +64,7 @@ from sandbox.settings import PORT_ENVS  # noqa: E402
 from sandbox.settings import free_ports  # noqa: E402
 from sandbox.settings import load_settings  # noqa: E402
 from sandbox.settings import private_env  # noqa: E402
+from tests.integration.conftest import register_device  # noqa: E402
 
 PREFIX = "bench"
 CREDENTIALS = dict(aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -162,25 +158,10 @@ def register(sandbox, api_url, count, folder):
     made = []
     for number in range(count):
         thing = f"BE{run_tag}{number:06X}"
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, thing)]))
-            .sign(key, hashes.SHA256())
-        )
-        iot.create_thing(thingName=thing)
-        cert = iot.create_certificate_from_csr(
-            certificateSigningRequest=csr.public_bytes(serialization.Encoding.PEM).decode(), setAsActive=True
-        )
-        iot.attach_policy(policyName=policy, target=cert["certificateArn"])
-        iot.attach_thing_principal(thingName=thing, principal=cert["certificateArn"])
+        cert_path, key_path = folder / f"{thing}.crt", folder / f"{thing}.key"
+        register_device(iot, thing, policy, cert_path, key_path)
         device = {"input": {"device_id": thing, "owner": "bench"}}
         signed_graphql(api_url, sandbox.settings.region, UPSERT_DEVICE, device)
-        cert_path, key_path = folder / f"{thing}.crt", folder / f"{thing}.key"
-        cert_path.write_text(cert["certificatePem"])
-        pem = serialization.Encoding.PEM
-        key_path.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        key_path.chmod(0o600)
         made.append((thing, cert_path, key_path))
     return made
 

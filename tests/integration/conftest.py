@@ -8,6 +8,11 @@ from pathlib import Path
 
 import boto3
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from sandbox.settings import free_ports
 
@@ -21,6 +26,26 @@ SERVICE_PORT_VARS = {
     "IOTFLEET_SANDBOX_DISCORD_PORT": "iotfleet_sandbox_discord_port",
     "IOTFLEET_SANDBOX_HOSTING_PORT": "iotfleet_sandbox_hosting_port",
 }
+
+
+def register_device(iot, thing, policy, cert_path, key_path, active=True) -> dict:
+    """Register `thing` as the fleet rollout does: an EC P-256 key and a CSR (CN = thing) on this side,
+    CreateCertificateFromCsr, the thing, the policy and the thing attached. Writes the certificate
+    and the key (0600); returns CreateCertificateFromCsr's answer."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, thing)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    created = iot.create_certificate_from_csr(
+        certificateSigningRequest=csr.public_bytes(serialization.Encoding.PEM).decode(), setAsActive=active
+    )
+    iot.create_thing(thingName=thing)
+    iot.attach_policy(policyName=policy, target=created["certificateArn"])
+    iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
+    Path(cert_path).write_text(created["certificatePem"])
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    Path(key_path).write_bytes(key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()))
+    Path(key_path).chmod(0o600)
+    return created
 
 
 def sandbox_cli(*args, state_dir, port, env=None, timeout=None):

@@ -15,16 +15,12 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sandbox import bridge
 from sandbox import broker
 from sandbox import discord
 from sandbox.settings import load_settings
+from tests.integration.conftest import register_device
 from tests.integration.test_backend import PREFIX
 from tests.integration.test_backend import backend  # noqa: F401  # pylint: disable=unused-import
 from tests.integration.test_backend import new_device_id
@@ -173,25 +169,8 @@ def register_board(aws_client, settings, folder):
     template = (ROOT / "roles" / "iot_core" / "templates" / "device_policy.json.j2").read_text()
     iot.create_policy(policyName=policy, policyDocument=template.replace("{{ _iot_arn }}", IOT_ARN))
     thing = new_device_id()
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, thing)]))
-        .sign(key, hashes.SHA256())
-    )
-    created = iot.create_certificate_from_csr(
-        certificateSigningRequest=csr.public_bytes(serialization.Encoding.PEM).decode(), setAsActive=True
-    )
-    iot.create_thing(thingName=thing)
-    iot.attach_policy(policyName=policy, target=created["certificateArn"])
-    iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
     (folder / "certs").mkdir(mode=0o700)
-    (folder / "certs" / "device.crt").write_text(created["certificatePem"])
-    key_file = folder / "certs" / "device.key"
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_file.chmod(0o600)
+    register_device(iot, thing, policy, folder / "certs" / "device.crt", folder / "certs" / "device.key")
     (folder / "certs" / "root-ca.pem").write_bytes((settings.ca_dir / "ca.pem").read_bytes())
     config = {
         "thing_name": thing,

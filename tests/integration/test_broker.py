@@ -29,6 +29,7 @@ from sandbox.settings import PORT_ENVS
 from sandbox.settings import free_ports
 from sandbox.settings import load_settings
 from sandbox.settings import private_env
+from tests.integration.conftest import register_device
 from tests.integration.conftest import sandbox_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,26 +100,8 @@ def register(iot, device_policy, sandbox, tmp_path):
 
     def make(active=True):
         thing = f"{next(_counter):012X}"
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, thing)]))
-            .sign(key, hashes.SHA256())
-        )
-        created = iot.create_certificate_from_csr(
-            certificateSigningRequest=csr.public_bytes(serialization.Encoding.PEM).decode(), setAsActive=active
-        )
-        iot.create_thing(thingName=thing)
-        iot.attach_policy(policyName=device_policy, target=created["certificateArn"])
-        iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
         cert_path, key_path = tmp_path / f"{thing}.crt", tmp_path / f"{thing}.key"
-        cert_path.write_text(created["certificatePem"])
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        key_path.chmod(0o600)
+        created = register_device(iot, thing, device_policy, cert_path, key_path, active=active)
         device = Device(thing, created["certificateId"], created["certificateArn"], cert_path, key_path)
         # The broker's rules follow within a moment: wait for this thing's connect rule.
         rule = f"rule\t{thing}\tallow\tconnect\t"
